@@ -140,8 +140,11 @@ int64_t ss_state_length(const ss_state *state);
 size_t ss_state_cache_bytes(const ss_state *state);
 /* Keys the most recent query attended to. */
 int ss_state_visible(const ss_state *state);
-/* Eviction log since creation; the pointer is valid until the next call. */
+/* Eviction log (off by default: it grows with the stream). The pointer is
+ * valid until the next commit or clear. */
+void ss_state_record_evictions(ss_state *state, int on);
 const ss_eviction *ss_state_evictions(const ss_state *state, size_t *count);
+void ss_state_clear_evictions(ss_state *state);
 
 /* Runs n new tokens through the model. Token i attends to what the cache
  * policy would let it see had the tokens been decoded one at a time. Logits
@@ -154,6 +157,18 @@ ss_status ss_forward(const ss_model *model, ss_state *state, const int32_t *toke
 ss_status ss_state_rollback(ss_state *state, int n, ss_error *err);
 /* Accepts all pending tokens and applies the evictions they imply. */
 void ss_state_commit(ss_state *state);
+
+/* ------------------------------------------------------------- evaluation */
+
+/* Streams n tokens through a fresh state, `chunk` tokens per forward (1 =
+ * token by token, exactly as generation sees them; larger chunks give the
+ * same numbers faster), committing after each. nll[i] = -log p(tokens[i+1] |
+ * tokens[..i]) for i < n - 1 (natural log); visible[i] (optional) = keys
+ * token i attended to. Times: the first chunk, and everything after it.
+ * On cancellation, *n_done tokens were processed. */
+ss_status ss_eval_nll(const ss_model *model, ss_state *state, const int32_t *tokens, int64_t n,
+                      int chunk, float *nll, int32_t *visible, double *first_s, double *rest_s,
+                      int64_t *n_done, const volatile int *cancel, ss_error *err);
 
 /* --------------------------------------------------------------- sampling */
 

@@ -1,0 +1,87 @@
+/* KV cache storage and eviction schedules.
+ *
+ * Storage. Per layer and head, keys and values live in `slots` rows of
+ * head_dim floats: the first `pinned` slots hold the attention sinks (text
+ * positions 0..n_sink-1), the rest form a ring in which the token at text
+ * position p >= n_sink lives in slot n_sink + (p - n_sink) % ring. The live
+ * window is always a contiguous run of text positions, so this mapping never
+ * collides, evicting the oldest tokens is nothing but advancing the start of
+ * the run (O(1), no copy), and rolling back rejected speculative tokens is
+ * nothing but lowering the length.
+ *
+ * Positions. StreamingLLM gives every visible key its index in the cache as
+ * rotary position. Keys are stored rotated at their text position; within the
+ * contiguous window, distances to the query are the same in text and cache
+ * coordinates, so only the sinks need care: the query is rotated a second
+ * time, at its cache position, for its dot products with sink keys (sink k
+ * sits at text = cache position k). Exact, and two rotations per query
+ * instead of re-rotating the cache.
+ *
+ * Schedules. Which keys a query sees is a pure function of its stream
+ * position and the config (ss_schedule_advance). A batch of new tokens
+ * (prefill chunk, k+1 verification tokens) therefore gives each token the
+ * view it would have had when decoded alone, and the storage only has to
+ * follow at commit time, after speculative acceptance: a rollback never needs
+ * an evicted key.
+ */
+#ifndef SS_KV_CACHE_H
+#define SS_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/cpu/kernels.h"
+#include "specstream.h"
+
+/* Eviction state after some prefix of the stream. */
+typedef struct {
+    int64_t first;  /* first text position of the window run */
+    int draining;   /* max_drop spread an eviction over several steps */
+} ss_schedule;
+
+/* What the query at stream position t sees. */
+typedef struct {
+    int64_t pos;        /* text position t (rotation of window keys)        */
+    int n_pinned;       /* sink slots visible                               */
+    int64_t lo;         /* window run [lo, pos]; empty when lo > pos        */
+    int64_t cache_pos;  /* index of the query in the cache (sink rotation)  */
+} ss_view;
+
+typedef struct {
+    ss_cache_config cfg;
+    int n_layer, n_head, head_dim;
+    int n_sink;         /* 0 unless streaming                               */
+    int pinned, ring, slots;
+    float *k, *v;       /* [layer][head][slot][head_dim]                    */
+    ss_schedule sched;  /* at the committed position                        */
+} ss_kv_cache;
+
+ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err);
+
+/* max_pending: tokens that may be appended between two commits. */
+ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head,
+                        int head_dim, int max_pending, ss_error *err);
+void ss_cache_release(ss_kv_cache *c);
+void ss_cache_reset(ss_kv_cache *c);
+size_t ss_cache_bytes(const ss_kv_cache *c);
+
+/* Applies to s the eviction due before the token at stream position t is
+ * appended; returns how many keys it dropped and, through kept, how many the
+ * cache holds once t is in. */
+int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int64_t *kept);
+
+/* The view of the query at position t, given s already advanced for t.
+ * Fails when the full policy's capacity is exceeded. */
+ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, ss_view *view,
+                        ss_error *err);
+
+/* Rows for the key/value of the token at text position t. */
+float *ss_cache_key(const ss_kv_cache *c, int layer, int head, int64_t t);
+float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t);
+
+/* Fills at most 3 runs (sinks, window, window wrap-around) for one query;
+ * returns the count. q_pinned/q_window: the query rotated at cache_pos/pos. */
+int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view,
+                  const float *q_pinned, const float *q_window, ss_kv_run runs[3]);
+
+#endif

@@ -1,0 +1,24 @@
+/* Internal layout of a loaded GPT-NeoX model. */
+#ifndef SS_MODEL_H
+#define SS_MODEL_H
+
+#include "specstream.h"
+
+typedef struct {
+    const void *qkv_w, *out_w, *fc1_w, *fc2_w; /* stored as ss_model.wtype */
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    float *qkv_b, *out_b, *fc1_b, *fc2_b;
+} ss_layer;
+
+struct ss_model {
+    ss_model_config cfg;
+    int head_dim;
+    ss_dtype wtype;
+    ss_layer *layers;
+    const void *embed_in, *embed_out; /* stored as wtype */
+    float *lnf_w, *lnf_b;
+    void **owned; /* every buffer the model allocated */
+    size_t n_owned, cap_owned;
+};
+
+#endif

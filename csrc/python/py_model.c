@@ -1,0 +1,497 @@
+/* Python types Model and Generator, and the streaming evaluation call.
+ * Arguments arrive already validated and normalised by the Python package
+ * (specstream/model.py); this file only converts and releases the GIL. */
+#include "binding.h"
+
+#define PY_ARRAY_UNIQUE_SYMBOL SS_ARRAY_API
+#define NO_IMPORT_ARRAY
+#include <numpy/arrayobject.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ conversions */
+
+static int parse_dtype(const char *name, ss_dtype *out) {
+    if (!strcmp(name, "f32")) *out = SS_F32;
+    else if (!strcmp(name, "f16")) *out = SS_F16;
+    else if (!strcmp(name, "bf16")) *out = SS_BF16;
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown dtype '%s' (expected f32, f16 or bf16)", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* (policy, n_sink, window, capacity, compress_every, max_drop, overlap) */
+static int parse_cache(PyObject *t, ss_cache_config *c) {
+    int policy;
+    if (!PyArg_ParseTuple(t, "iiiiiii", &policy, &c->n_sink, &c->window, &c->capacity,
+                          &c->compress_every, &c->max_drop, &c->overlap))
+        return -1;
+    c->policy = (ss_cache_policy)policy;
+    return 0;
+}
+
+/* (kind, k, adaptive, k_min, k_max, ema_decay, lookup_ngram, forced_acceptance) */
+static int parse_spec(PyObject *t, ss_speculative *s) {
+    int kind;
+    if (!PyArg_ParseTuple(t, "iiiiifif", &kind, &s->k, &s->adaptive, &s->k_min, &s->k_max,
+                          &s->ema_decay, &s->lookup_ngram, &s->forced_acceptance))
+        return -1;
+    s->kind = (ss_draft_kind)kind;
+    return 0;
+}
+
+/* (temperature, top_k, top_p, seed) */
+static int parse_sampling(PyObject *t, ss_sampling *s) {
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(t, "fifK", &s->temperature, &s->top_k, &s->top_p, &seed)) return -1;
+    s->seed = seed;
+    return 0;
+}
+
+/* A C-contiguous int32 array of token ids (new reference). */
+static PyArrayObject *as_ids(PyObject *obj, const char *what) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!a) {
+        PyErr_Format(PyExc_ValueError, "%s must be a 1-D sequence of int32 token ids", what);
+        return NULL;
+    }
+    return a;
+}
+
+/* ------------------------------------------------------------------ Model */
+
+typedef struct {
+    PyObject_HEAD
+    ss_model *model;
+    PyObject *keepalive; /* the weight arrays the model borrows */
+} ModelObject;
+
+static void Model_dealloc(ModelObject *self) {
+    ss_model_free(self->model);
+    Py_XDECREF(self->keepalive);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* tensors[name] -> ss_tensor; the array must be C-contiguous f32/f16 or
+ * uint16 (bf16 bits), and is kept alive by the model. */
+static int get_tensor(PyObject *tensors, PyObject *keep, const char *name, ss_tensor *out) {
+    PyObject *obj = PyDict_GetItemString(tensors, name);
+    memset(out, 0, sizeof *out);
+    if (!obj) return 0; /* reported by ss_model_create as missing */
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "tensor %s is not a numpy array", name);
+        return -1;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || PyArray_NDIM(a) < 1 || PyArray_NDIM(a) > 2) {
+        PyErr_Format(PyExc_ValueError, "tensor %s must be a C-contiguous 1-D or 2-D array", name);
+        return -1;
+    }
+    switch (PyArray_TYPE(a)) {
+    case NPY_FLOAT32: out->dtype = SS_F32; break;
+    case NPY_FLOAT16: out->dtype = SS_F16; break;
+    case NPY_UINT16: out->dtype = SS_BF16; break;
+    default:
+        PyErr_Format(PyExc_ValueError, "tensor %s has unsupported numpy dtype (need float32, float16 or bf16 bits as uint16)", name);
+        return -1;
+    }
+    out->data = PyArray_DATA(a);
+    out->rows = PyArray_DIM(a, 0);
+    out->cols = PyArray_NDIM(a) == 2 ? PyArray_DIM(a, 1) : 1;
+    return PyList_Append(keep, obj);
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"config", "tensors", "dtype", NULL};
+    PyObject *cfg_t, *tensors;
+    const char *dtype_name;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!s", kwlist, &PyTuple_Type, &cfg_t, &PyDict_Type,
+                                     &tensors, &dtype_name))
+        return -1;
+    ss_model_config c;
+    if (!PyArg_ParseTuple(cfg_t, "iiiiiidfii", &c.n_layer, &c.d_model, &c.n_head, &c.d_ff, &c.vocab_rows,
+                          &c.rotary_dim, &c.rotary_base, &c.layer_norm_eps, &c.parallel_residual, &c.gelu_tanh))
+        return -1;
+    ss_dtype dtype;
+    if (parse_dtype(dtype_name, &dtype) < 0) return -1;
+    if (c.n_layer < 1 || c.n_layer > 4096) {
+        PyErr_Format(PyExc_ValueError, "n_layer must be in [1, 4096], got %d", c.n_layer);
+        return -1;
+    }
+    PyObject *keep = PyList_New(0);
+    ss_layer_weights *layers = PyMem_Calloc((size_t)c.n_layer, sizeof *layers);
+    if (!keep || !layers) {
+        Py_XDECREF(keep);
+        PyMem_Free(layers);
+        PyErr_NoMemory();
+        return -1;
+    }
+    ss_weights w = {.layers = layers};
+    int rc = 0;
+    rc |= get_tensor(tensors, keep, "gpt_neox.embed_in.weight", &w.embed_in);
+    rc |= get_tensor(tensors, keep, "embed_out.weight", &w.embed_out);
+    rc |= get_tensor(tensors, keep, "gpt_neox.final_layer_norm.weight", &w.final_ln_w);
+    rc |= get_tensor(tensors, keep, "gpt_neox.final_layer_norm.bias", &w.final_ln_b);
+    char name[160];
+    for (int i = 0; i < c.n_layer && rc == 0; i++) {
+        struct { const char *suffix; ss_tensor *dst; } parts[] = {
+            {"input_layernorm.weight", &layers[i].ln1_w}, {"input_layernorm.bias", &layers[i].ln1_b},
+            {"post_attention_layernorm.weight", &layers[i].ln2_w}, {"post_attention_layernorm.bias", &layers[i].ln2_b},
+            {"attention.query_key_value.weight", &layers[i].qkv_w}, {"attention.query_key_value.bias", &layers[i].qkv_b},
+            {"attention.dense.weight", &layers[i].out_w}, {"attention.dense.bias", &layers[i].out_b},
+            {"mlp.dense_h_to_4h.weight", &layers[i].fc1_w}, {"mlp.dense_h_to_4h.bias", &layers[i].fc1_b},
+            {"mlp.dense_4h_to_h.weight", &layers[i].fc2_w}, {"mlp.dense_4h_to_h.bias", &layers[i].fc2_b},
+        };
+        for (size_t p = 0; p < sizeof parts / sizeof parts[0] && rc == 0; p++) {
+            snprintf(name, sizeof name, "gpt_neox.layers.%d.%s", i, parts[p].suffix);
+            rc |= get_tensor(tensors, keep, name, parts[p].dst);
+        }
+    }
+    if (rc != 0) {
+        Py_DECREF(keep);
+        PyMem_Free(layers);
+        return -1;
+    }
+    ss_error err = {{0}};
+    ss_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_model_create(&c, &w, dtype, &self->model, &err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(layers);
+    if (st != SS_OK) {
+        Py_DECREF(keep);
+        ss_py_raise(st, &err);
+        return -1;
+    }
+    Py_XSETREF(self->keepalive, keep);
+    return 0;
+}
+
+static int check_model(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "model is not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* forward(ids, cache, chunk) -> logits [n, vocab_rows] of a fresh sequence */
+static PyObject *Model_forward(ModelObject *self, PyObject *args) {
+    PyObject *ids_obj, *cache_t;
+    int chunk;
+    if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!i", &ids_obj, &PyTuple_Type, &cache_t, &chunk)) return NULL;
+    ss_cache_config cache;
+    if (parse_cache(cache_t, &cache) < 0) return NULL;
+    PyArrayObject *ids = as_ids(ids_obj, "ids");
+    if (!ids) return NULL;
+    const npy_intp n = PyArray_DIM(ids, 0);
+    const int V = ss_model_get_config(self->model)->vocab_rows;
+    npy_intp dims[2] = {n, V};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(ids);
+        return NULL;
+    }
+    ss_error err = {{0}};
+    ss_status st = SS_OK;
+    const int32_t *tok = PyArray_DATA(ids);
+    float *logits = PyArray_DATA(out);
+    if (n < 1) st = SS_ERR_INVALID_ARGUMENT, snprintf(err.message, sizeof err.message, "ids is empty");
+    if (chunk < 1) st = SS_ERR_INVALID_ARGUMENT, snprintf(err.message, sizeof err.message, "chunk must be >= 1");
+    Py_BEGIN_ALLOW_THREADS
+    ss_state *state = NULL;
+    if (st == SS_OK) st = ss_state_create(self->model, &cache, chunk, &state, &err);
+    for (npy_intp i = 0; i < n && st == SS_OK; i += chunk) {
+        const int c = (int)(n - i < chunk ? n - i : chunk);
+        st = ss_forward(self->model, state, tok + i, c, logits + (size_t)i * V, c, &err);
+        ss_state_commit(state);
+    }
+    ss_state_free(state);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(ids);
+    if (st != SS_OK) {
+        Py_DECREF(out);
+        return ss_py_raise(st, &err);
+    }
+    return (PyObject *)out;
+}
+
+/* eval_nll(ids, cache, chunk, record_evictions) ->
+ *   (nll float32[n-1], visible int32[n], events int64[m, 3], first_s, rest_s, cache_bytes, n_done, cancelled) */
+static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
+    PyObject *ids_obj, *cache_t;
+    int chunk, record;
+    if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!ip", &ids_obj, &PyTuple_Type, &cache_t, &chunk, &record))
+        return NULL;
+    ss_cache_config cache;
+    if (parse_cache(cache_t, &cache) < 0) return NULL;
+    PyArrayObject *ids = as_ids(ids_obj, "ids");
+    if (!ids) return NULL;
+    const npy_intp n = PyArray_DIM(ids, 0);
+    npy_intp nd = n > 1 ? n - 1 : 0, nv = n;
+    PyArrayObject *nll = (PyArrayObject *)PyArray_ZEROS(1, &nd, NPY_FLOAT32, 0);
+    PyArrayObject *vis = (PyArrayObject *)PyArray_ZEROS(1, &nv, NPY_INT32, 0);
+    if (!nll || !vis) {
+        Py_XDECREF(nll); Py_XDECREF(vis); Py_DECREF(ids);
+        return NULL;
+    }
+    ss_error err = {{0}};
+    ss_status st;
+    ss_state *state = NULL;
+    double first_s = 0, rest_s = 0;
+    int64_t done = 0;
+    size_t cache_bytes = 0;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_state_create(self->model, &cache, chunk < 1 ? 1 : chunk, &state, &err);
+    if (st == SS_OK) {
+        ss_state_record_evictions(state, record);
+        cache_bytes = ss_state_cache_bytes(state);
+        st = ss_eval_nll(self->model, state, PyArray_DATA(ids), n, chunk, PyArray_DATA(nll), PyArray_DATA(vis),
+                         &first_s, &rest_s, &done, NULL, &err);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(ids);
+    PyArrayObject *events = NULL;
+    if (st == SS_OK) {
+        size_t count = 0;
+        const ss_eviction *ev = ss_state_evictions(state, &count);
+        npy_intp dims[2] = {(npy_intp)count, 3};
+        events = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+        if (events) {
+            int64_t *e = PyArray_DATA(events);
+            for (size_t i = 0; i < count; i++) {
+                e[3 * i] = ev[i].step;
+                e[3 * i + 1] = ev[i].dropped;
+                e[3 * i + 2] = ev[i].kept;
+            }
+        }
+    }
+    ss_state_free(state);
+    if (st != SS_OK || !events) {
+        Py_DECREF(nll); Py_DECREF(vis);
+        return st != SS_OK ? ss_py_raise(st, &err) : NULL;
+    }
+    return Py_BuildValue("(NNNddnL)", nll, vis, events, first_s, rest_s, (Py_ssize_t)cache_bytes, (long long)done);
+}
+
+static PyObject *Model_get_weight_bytes(ModelObject *self, void *closure) {
+    (void)closure;
+    if (check_model(self) < 0) return NULL;
+    return PyLong_FromSize_t(ss_model_weight_bytes(self->model));
+}
+
+static PyObject *Model_get_vocab_rows(ModelObject *self, void *closure) {
+    (void)closure;
+    if (check_model(self) < 0) return NULL;
+    return PyLong_FromLong(ss_model_get_config(self->model)->vocab_rows);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"forward", (PyCFunction)Model_forward, METH_VARARGS, "forward(ids, cache, chunk) -> logits"},
+    {"eval_nll", (PyCFunction)Model_eval_nll, METH_VARARGS, "eval_nll(ids, cache, chunk, record) -> tuple"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Model_getset[] = {
+    {"weight_bytes", (getter)Model_get_weight_bytes, NULL, "bytes of weights read per decode step", NULL},
+    {"vocab_rows", (getter)Model_get_vocab_rows, NULL, "rows of the embedding matrices", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "specstream._core.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A loaded GPT-NeoX model (C core). Use specstream.load().",
+    .tp_methods = Model_methods,
+    .tp_getset = Model_getset,
+    .tp_init = (initproc)Model_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -------------------------------------------------------------- Generator */
+
+typedef struct {
+    PyObject_HEAD
+    ss_generator *gen;
+    PyObject *target, *draft; /* keep the models alive */
+    int busy;                 /* a step runs without the GIL */
+} GeneratorObject;
+
+static void Generator_dealloc(GeneratorObject *self) {
+    ss_generator_free(self->gen);
+    Py_XDECREF(self->target);
+    Py_XDECREF(self->draft);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Generator(target, target_cache, draft|None, draft_cache, spec, sampling, prompt, max_new, stop_ids) */
+static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds) {
+    (void)kwds;
+    PyObject *target, *tcache_t, *draft, *dcache_t, *spec_t, *samp_t, *prompt_obj, *stop_obj;
+    long long max_new;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!O!OLO", &ModelType, &target, &PyTuple_Type, &tcache_t, &draft,
+                          &PyTuple_Type, &dcache_t, &PyTuple_Type, &spec_t, &PyTuple_Type, &samp_t,
+                          &prompt_obj, &max_new, &stop_obj))
+        return -1;
+    if (draft != Py_None && !PyObject_TypeCheck(draft, &ModelType)) {
+        PyErr_SetString(PyExc_TypeError, "draft must be a Model or None");
+        return -1;
+    }
+    ss_cache_config tcache, dcache;
+    ss_speculative spec;
+    ss_sampling samp;
+    if (parse_cache(tcache_t, &tcache) < 0 || parse_cache(dcache_t, &dcache) < 0 ||
+        parse_spec(spec_t, &spec) < 0 || parse_sampling(samp_t, &samp) < 0)
+        return -1;
+    if (check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0))
+        return -1;
+    PyArrayObject *prompt = as_ids(prompt_obj, "prompt");
+    if (!prompt) return -1;
+    PyArrayObject *stops = as_ids(stop_obj, "stop_token_ids");
+    if (!stops) {
+        Py_DECREF(prompt);
+        return -1;
+    }
+    const npy_intp n_prompt = PyArray_DIM(prompt, 0);
+    if (n_prompt > INT32_MAX) {
+        Py_DECREF(prompt); Py_DECREF(stops);
+        PyErr_SetString(PyExc_ValueError, "prompt is too long");
+        return -1;
+    }
+    ss_error err = {{0}};
+    ss_status st;
+    ss_generator *gen = NULL;
+    const ss_model *dm = draft == Py_None ? NULL : ((ModelObject *)draft)->model;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_generator_create(((ModelObject *)target)->model, &tcache, dm, &dcache, &spec, &samp,
+                             PyArray_DATA(prompt), (int)n_prompt, max_new, PyArray_DATA(stops),
+                             (int)PyArray_DIM(stops, 0), &gen, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(prompt);
+    Py_DECREF(stops);
+    if (st != SS_OK) {
+        ss_py_raise(st, &err);
+        return -1;
+    }
+    ss_generator_free(self->gen);
+    self->gen = gen;
+    Py_INCREF(target);
+    Py_XSETREF(self->target, target);
+    Py_INCREF(draft);
+    Py_XSETREF(self->draft, draft);
+    return 0;
+}
+
+static int claim(GeneratorObject *self) {
+    if (!self->gen) {
+        PyErr_SetString(PyExc_RuntimeError, "generator is not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "generator is in use by another thread");
+        return -1;
+    }
+    return 0;
+}
+
+/* step(n) -> int32 array of up to n new tokens (fewer only at the end) */
+static PyObject *Generator_step(GeneratorObject *self, PyObject *arg) {
+    if (claim(self) < 0) return NULL;
+    const long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0 || n > (1L << 30)) {
+        PyErr_Format(PyExc_ValueError, "step size must be in [0, 2^30], got %ld", n);
+        return NULL;
+    }
+    npy_intp dims[1] = {n};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
+    if (!out) return NULL;
+    ss_error err = {{0}};
+    ss_status st;
+    int got = 0;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_generator_step(self->gen, PyArray_DATA(out), (int)n, &got, NULL, &err);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != SS_OK) {
+        Py_DECREF(out);
+        return ss_py_raise(st, &err);
+    }
+    if (got == n) return (PyObject *)out;
+    npy_intp got_dims[1] = {got};
+    PyArrayObject *res = (PyArrayObject *)PyArray_SimpleNew(1, got_dims, NPY_INT32);
+    if (res) memcpy(PyArray_DATA(res), PyArray_DATA(out), (size_t)got * sizeof(int32_t));
+    Py_DECREF(out);
+    return (PyObject *)res;
+}
+
+static PyObject *Generator_stats(GeneratorObject *self, PyObject *args) {
+    (void)args;
+    if (!self->gen) {
+        PyErr_SetString(PyExc_RuntimeError, "generator is not initialised");
+        return NULL;
+    }
+    const ss_gen_stats *s = ss_generator_stats(self->gen);
+    return Py_BuildValue("{sd,sd,sd,sd,sd,sL,sL,sL,sL,sL,sn}", "prefill_s", s->prefill_s, "ttft_s", s->ttft_s,
+                         "decode_s", s->decode_s, "draft_s", s->draft_s, "verify_s", s->verify_s,
+                         "new_tokens", (long long)s->new_tokens, "target_forwards", (long long)s->target_forwards,
+                         "drafted", (long long)s->drafted, "accepted", (long long)s->accepted,
+                         "draft_steps", (long long)s->draft_steps, "cache_bytes", (Py_ssize_t)s->cache_bytes);
+}
+
+static PyObject *Generator_get_done(GeneratorObject *self, void *closure) {
+    (void)closure;
+    if (!self->gen) Py_RETURN_TRUE;
+    return PyBool_FromLong(ss_generator_done(self->gen));
+}
+
+static PyObject *Generator_get_cache_bytes(GeneratorObject *self, void *closure) {
+    (void)closure;
+    if (!self->gen) return PyLong_FromLong(0);
+    return PyLong_FromSize_t(ss_state_cache_bytes(ss_generator_target_state(self->gen)));
+}
+
+static PyMethodDef Generator_methods[] = {
+    {"step", (PyCFunction)Generator_step, METH_O, "step(n) -> up to n new tokens"},
+    {"stats", (PyCFunction)Generator_stats, METH_NOARGS, "timing and acceptance counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Generator_getset[] = {
+    {"done", (getter)Generator_get_done, NULL, "no more tokens will come", NULL},
+    {"target_cache_bytes", (getter)Generator_get_cache_bytes, NULL, "KV bytes of the target state", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject GeneratorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "specstream._core.Generator",
+    .tp_basicsize = sizeof(GeneratorObject),
+    .tp_dealloc = (destructor)Generator_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A generation in progress (C core). Use Model.generate() / Model.stream().",
+    .tp_methods = Generator_methods,
+    .tp_getset = Generator_getset,
+    .tp_init = (initproc)Generator_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int ss_py_add_model(PyObject *m) {
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&GeneratorType) < 0) return -1;
+    Py_INCREF(&ModelType);
+    if (PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0) {
+        Py_DECREF(&ModelType);
+        return -1;
+    }
+    Py_INCREF(&GeneratorType);
+    if (PyModule_AddObject(m, "Generator", (PyObject *)&GeneratorType) < 0) {
+        Py_DECREF(&GeneratorType);
+        return -1;
+    }
+    return 0;
+}
