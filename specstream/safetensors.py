@@ -326,13 +326,23 @@ def bf16_to_f32(u16: np.ndarray) -> np.ndarray:
 
 
 def f32_to_bf16(f32: np.ndarray) -> np.ndarray:
-    """Rounds float32 values to bfloat16 bit patterns (``uint16``).
+    """Rounds float32 values to bfloat16 bit patterns (``uint16``), same shape.
 
     Round-to-nearest-even; values beyond the bf16 range round to infinity as
     in IEEE arithmetic; NaNs stay NaN (the quiet bit is set so that a NaN
     whose payload sits in the dropped low bits does not become infinity).
+    Works in chunks, so converting a large tensor needs little extra memory.
     """
-    x = _c_contiguous(np.asarray(f32, dtype=np.float32))
+    x = np.asarray(f32, dtype=np.float32)
+    flat = _c_contiguous(x).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.uint16)
+    step = 1 << 22
+    for i in range(0, flat.size, step):
+        out[i : i + step] = _f32_to_bf16_chunk(flat[i : i + step])
+    return out.reshape(x.shape)
+
+
+def _f32_to_bf16_chunk(x: np.ndarray) -> np.ndarray:
     bits = x.view(np.uint32)
     is_nan = np.isnan(x)
     # For non-NaN inputs, bits + 0x7FFF + lsb never exceeds 0xFF80_7FFF: no overflow.

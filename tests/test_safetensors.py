@@ -344,3 +344,11 @@ def test_dir_errors(tmp_path: Path) -> None:
     (d / st.INDEX_FILE).write_text('{"metadata": {}}')
     with pytest.raises(SafetensorsError, match="weight_map"):
         st.load_dir_tensors(d)
+
+
+def test_bf16_keeps_shape_of_strided_and_0d_inputs() -> None:
+    x = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]
+    y = st.f32_to_bf16(x)
+    assert y.shape == (4, 3) and y.dtype == np.uint16
+    np.testing.assert_array_equal(st.bf16_to_f32(y), x)  # small integers are exact in bf16
+    assert st.f32_to_bf16(np.float32(1.0)).shape == ()
