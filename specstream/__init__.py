@@ -1,0 +1,46 @@
+"""specstream: speculative decoding + StreamingLLM KV caches for GPT-NeoX models.
+
+A C core runs every per-token loop; Python describes experiments::
+
+    import specstream
+    model = specstream.load("path/to/pythia-410m", dtype="bf16")
+    out = model.generate(ids, max_new_tokens=64,
+                         cache=specstream.CacheConfig(policy="streaming", n_sink=4, window=508))
+"""
+
+from . import _core
+from .config import ModelConfig
+from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
+from . import eval
+from .model import Model, TokenStream, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load",
+    "Model",
+    "ModelConfig",
+    "CacheConfig",
+    "SpeculativeConfig",
+    "GenerationResult",
+    "GenerationStats",
+    "TokenStream",
+    "cpu_kernels",
+    "set_num_threads",
+    "get_num_threads",
+]
+
+
+def cpu_kernels() -> str:
+    """The SIMD kernel variant chosen for this CPU at run time."""
+    return _core.cpu_kernels()
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads the C core uses (default: OpenMP's, i.e. all cores)."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the C core uses."""
+    return _core.get_num_threads()

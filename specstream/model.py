@@ -1,0 +1,322 @@
+"""Loading GPT-NeoX models and running them: :func:`load` and :class:`Model`.
+
+The weights are memory-mapped from the safetensors files and handed to the C
+core without copies when their dtype is the one requested; every per-token
+loop (forward, sampling, speculative verification, eviction) runs in C with
+the GIL released.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .config import ModelConfig
+from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
+from .safetensors import load_dir_tensors
+
+__all__ = ["load", "Model", "TokenStream", "normalize_dtype", "as_token_ids"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+TokenIds = Union[Sequence[int], np.ndarray]
+
+_DTYPE_ALIASES = {
+    "f32": "f32", "float32": "f32", "fp32": "f32",
+    "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
+    "bf16": "bf16", "bfloat16": "bf16",
+}
+_PREFILL_CHUNK = 256
+
+
+def normalize_dtype(dtype: str) -> str:
+    """Maps "float32"/"bfloat16"/... to the core's "f32"/"bf16"/"f16"."""
+    if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
+        raise ValueError(f"dtype must be one of {sorted(set(_DTYPE_ALIASES))}, got {dtype!r}")
+    return _DTYPE_ALIASES[dtype.lower()]
+
+
+def as_token_ids(ids: TokenIds, what: str = "ids", vocab: Optional[int] = None, allow_empty: bool = False) -> np.ndarray:
+    """Validates token ids and returns them as a contiguous int32 array."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{what} must be token ids (ints), not text; encode it with a Tokenizer first")
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D sequence of token ids, got shape {arr.shape}")
+    if arr.size == 0:
+        if allow_empty:
+            return np.zeros(0, dtype=np.int32)
+        raise ValueError(f"{what} is empty")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{what} must hold integers, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0:
+        raise ValueError(f"{what}: token id {lo} at index {int(np.argmin(arr))} is negative")
+    if vocab is not None and hi >= vocab:
+        raise ValueError(f"{what}: token id {hi} at index {int(np.argmax(arr))} is outside the vocabulary [0, {vocab})")
+    if hi > np.iinfo(np.int32).max:
+        raise ValueError(f"{what}: token id {hi} does not fit in int32")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def _peak_rss_bytes() -> int:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb) * (1 if sys.platform == "darwin" else 1024)
+
+
+def _random_seed() -> int:
+    return int.from_bytes(os.urandom(8), "little") >> 1
+
+
+class Model:
+    """A GPT-NeoX model ready to run on the CPU.
+
+    Create it with :func:`specstream.load`. Attributes: ``config``
+    (:class:`ModelConfig`), ``dtype`` (storage of the weight matrices),
+    ``path``, ``tokenizer`` (when the directory has a tokenizer.json).
+    A model is read-only and may be used from several threads at once.
+    """
+
+    def __init__(self, core: "_core.Model", config: ModelConfig, dtype: str, path: Optional[Path] = None,
+                 tokenizer: object = None) -> None:
+        self._core = core
+        self.config = config
+        self.dtype = dtype
+        self.path = path
+        self.tokenizer = tokenizer
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({str(self.path) if self.path else '<memory>'!r}, layers={c.n_layer}, d_model={c.d_model}, "
+                f"heads={c.n_head}, vocab={c.vocab_size}, dtype={self.dtype})")
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding matrices (logits per position)."""
+        return self.config.vocab_size
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights one decode step reads (what bounds decode speed)."""
+        return int(self._core.weight_bytes)
+
+    def _ids(self, ids: TokenIds, what: str = "ids") -> np.ndarray:
+        return as_token_ids(ids, what, vocab=self.vocab_size)
+
+    # ----------------------------------------------------------------- forward
+
+    def forward(self, ids: TokenIds, cache: Optional[CacheConfig] = None, chunk: int = _PREFILL_CHUNK) -> np.ndarray:
+        """Logits (len(ids), vocab_size) float32 of a fresh sequence.
+
+        With a bounded ``cache``, row i is what the model predicts after token
+        i when it has read the sequence through that policy (evictions
+        included) — the same numbers token-by-token decoding would give.
+        ``chunk`` tokens go through each forward call.
+        """
+        arr = self._ids(ids)
+        cache = cache or CacheConfig()
+        if not isinstance(cache, CacheConfig):
+            raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        return self._core.forward(arr, cache._to_core(len(arr)), chunk)
+
+    # -------------------------------------------------------------- generation
+
+    def _generator(self, prompt_ids: TokenIds, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                   seed: Optional[int], stop_token_ids: Sequence[int], cache: CacheConfig,
+                   draft: Optional["Model"], speculative: Optional[SpeculativeConfig],
+                   draft_cache: Optional[CacheConfig]) -> tuple["_core.Generator", int]:
+        prompt = self._ids(prompt_ids, "prompt_ids")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not np.isfinite(temperature) \
+                or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        stops = as_token_ids(list(stop_token_ids), "stop_token_ids", vocab=self.vocab_size, allow_empty=True)
+        if not isinstance(cache, CacheConfig):
+            raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
+        spec = speculative or SpeculativeConfig()
+        if not isinstance(spec, SpeculativeConfig):
+            raise TypeError(f"speculative must be a SpeculativeConfig, got {type(spec).__name__}")
+        use_draft = draft is not None
+        if use_draft and not isinstance(draft, Model):
+            raise TypeError(f"draft must be a Model, got {type(draft).__name__}")
+        if use_draft:
+            self._check_draft(draft)
+            if spec.method != "draft":
+                raise ValueError("a draft model was given but SpeculativeConfig.method is 'lookup'")
+        speculating = use_draft or (speculative is not None and spec.method == "lookup")
+        seed_used = _random_seed() if seed is None else int(seed)
+        k_cap = (spec.k_max if spec.adaptive else spec.k) if speculating else 0
+        needed = len(prompt) + int(max_new_tokens) + k_cap + 2
+        dcache = draft_cache or cache
+        if not isinstance(dcache, CacheConfig):
+            raise TypeError(f"draft_cache must be a CacheConfig, got {type(dcache).__name__}")
+        gen = _core.Generator(
+            self._core, cache._to_core(needed), draft._core if use_draft else None, dcache._to_core(needed),
+            spec._to_core(speculating), (float(temperature), int(top_k), float(top_p), seed_used & (2**64 - 1)),
+            prompt, int(max_new_tokens), stops,
+        )
+        return gen, seed_used
+
+    def _check_draft(self, draft: "Model") -> None:
+        t, d = self.config, draft.config
+        if draft is self:
+            return
+        if self.tokenizer is not None and draft.tokenizer is not None:
+            if self.tokenizer.vocab_size != draft.tokenizer.vocab_size or \
+                    self.tokenizer.get_vocab() != draft.tokenizer.get_vocab():
+                raise ValueError("draft and target tokenizers differ: speculative decoding needs a shared vocabulary")
+        if min(t.vocab_size, d.vocab_size) * 2 < max(t.vocab_size, d.vocab_size):
+            raise ValueError(
+                f"draft vocabulary ({d.vocab_size} rows) and target vocabulary ({t.vocab_size} rows) cannot be the "
+                "same tokenizer (only padding may differ)")
+        if d.max_position_embeddings > t.max_position_embeddings:
+            raise ValueError(
+                f"draft context ({d.max_position_embeddings}) is longer than the target's "
+                f"({t.max_position_embeddings}): the draft must not see what the target cannot")
+
+    def generate(self, prompt_ids: TokenIds, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: Optional[int] = None, stop_token_ids: Sequence[int] = (),
+                 cache: CacheConfig = CacheConfig(), draft: Optional["Model"] = None,
+                 speculative: Optional[SpeculativeConfig] = SpeculativeConfig(k=5),
+                 draft_cache: Optional[CacheConfig] = None, measure_speedup: bool = False,
+                 step_tokens: int = 64) -> GenerationResult:
+        """Generates ``max_new_tokens`` tokens after ``prompt_ids``.
+
+        Greedy when ``temperature == 0`` (the default); otherwise samples with
+        temperature / top_k / top_p, reproducibly for a given ``seed``.
+        Generation stops early only at an id in ``stop_token_ids`` (included
+        in the output). With ``draft`` (a smaller model sharing the
+        vocabulary), decoding is speculative per ``speculative``: the output is
+        the target's own (identical tokens when greedy, the same distribution
+        when sampling). ``speculative=SpeculativeConfig(method="lookup")``
+        drafts by prompt lookup without a draft model. ``cache`` (and
+        ``draft_cache``, default: the same) bound the KV memory.
+        ``measure_speedup`` also runs target-only decoding of the same length
+        and reports the ratio in ``stats.speedup``. ``step_tokens`` sets how
+        often control returns to Python (for Ctrl-C) during long generations.
+        """
+        speculative_given = draft is not None or (speculative is not None and speculative.method == "lookup")
+        gen, seed_used = self._generator(prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
+                                         stop_token_ids, cache, draft,
+                                         speculative if speculative_given else None, draft_cache)
+        if isinstance(step_tokens, bool) or not isinstance(step_tokens, int) or step_tokens < 1:
+            raise ValueError(f"step_tokens must be a positive int, got {step_tokens!r}")
+        parts = []
+        while not gen.done:
+            parts.append(gen.step(step_tokens))
+        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        stats = GenerationStats._from_core(gen.stats(), self.weight_bytes + (draft.weight_bytes if draft else 0),
+                                           _peak_rss_bytes(), seed_used)
+        if measure_speedup and speculative_given:
+            base = self.generate(prompt_ids, max_new_tokens=len(tokens), temperature=temperature, top_k=top_k,
+                                 top_p=top_p, seed=seed_used, cache=cache, speculative=None)
+            if stats.tokens_per_s > 0 and base.stats.tokens_per_s > 0:
+                stats.speedup = stats.tokens_per_s / base.stats.tokens_per_s
+        text = self.tokenizer.decode(tokens) if self.tokenizer is not None else None
+        return GenerationResult(tokens=tokens, stats=stats, text=text)
+
+    def stream(self, prompt_ids: TokenIds, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: Optional[int] = None, stop_token_ids: Sequence[int] = (),
+               cache: CacheConfig = CacheConfig(), draft: Optional["Model"] = None,
+               speculative: Optional[SpeculativeConfig] = SpeculativeConfig(k=5),
+               draft_cache: Optional[CacheConfig] = None) -> "TokenStream":
+        """Like :meth:`generate`, but yields token ids as they are produced.
+
+        ``for token in model.stream(ids, 100): ...``; the stream's ``stats``
+        are complete once it is exhausted.
+        """
+        speculative_given = draft is not None or (speculative is not None and speculative.method == "lookup")
+        gen, seed_used = self._generator(prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
+                                         stop_token_ids, cache, draft,
+                                         speculative if speculative_given else None, draft_cache)
+        return TokenStream(gen, self.weight_bytes + (draft.weight_bytes if draft else 0), seed_used)
+
+
+class TokenStream:
+    """Iterator over the tokens of one generation (see :meth:`Model.stream`)."""
+
+    def __init__(self, gen: "_core.Generator", weight_bytes: int, seed: int) -> None:
+        self._gen = gen
+        self._weight_bytes = weight_bytes
+        self._seed = seed
+
+    def __iter__(self) -> Iterator[int]:
+        while not self._gen.done:
+            for t in self._gen.step(1):
+                yield int(t)
+
+    @property
+    def stats(self) -> GenerationStats:
+        """Statistics of the tokens produced so far."""
+        return GenerationStats._from_core(self._gen.stats(), self._weight_bytes, _peak_rss_bytes(), self._seed)
+
+    @property
+    def cache_bytes(self) -> int:
+        """KV cache bytes of the target (constant for bounded policies)."""
+        return int(self._gen.target_cache_bytes)
+
+
+# ------------------------------------------------------------------------ loading
+
+def _core_config(c: ModelConfig) -> tuple:
+    return (c.n_layer, c.d_model, c.n_head, c.d_ff, c.vocab_size, c.rotary_dim, float(c.rotary_emb_base),
+            float(c.layer_norm_eps), int(c.use_parallel_residual), int(c.gelu_tanh))
+
+
+def _find_tokenizer(directory: Path) -> object:
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from .tokenizer import Tokenizer
+    except ImportError:  # the tokenizer module is optional at this layer
+        return None
+    return Tokenizer.from_file(path)
+
+
+def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
+    """Loads a Hugging Face GPT-NeoX directory (config.json + model.safetensors,
+    or shards with model.safetensors.index.json).
+
+    ``dtype`` ("f32"|"float32", "bf16"|"bfloat16", "f16"|"float16") is how the
+    weight matrices are stored and read while decoding; norms and biases are
+    f32. Stored tensors of that dtype are used in place (memory-mapped, no
+    copy); others are converted once. A ``tokenizer.json`` in the directory is
+    loaded as ``model.tokenizer``.
+    """
+    core_dtype = normalize_dtype(dtype)
+    if device != "cpu":
+        if device == "cuda":
+            raise RuntimeError("device='cuda': this build of specstream has no CUDA backend available "
+                               "(no GPU or not compiled with CUDA)")
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such model directory")
+    config = ModelConfig.from_dir(directory)
+    tensors = load_dir_tensors(directory)
+    if not config.attention_bias:
+        # GPT-NeoX without attention biases: the core always adds a bias.
+        for i in range(config.n_layer):
+            p = f"gpt_neox.layers.{i}.attention."
+            tensors.setdefault(p + "query_key_value.bias", np.zeros(3 * config.d_model, np.float32))
+            tensors.setdefault(p + "dense.bias", np.zeros(config.d_model, np.float32))
+    core = _core.Model(_core_config(config), tensors, core_dtype)
+    return Model(core, config, core_dtype, directory, _find_tokenizer(directory))
