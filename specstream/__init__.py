@@ -8,7 +8,16 @@ A C core runs every per-token loop; Python describes experiments::
                          cache=specstream.CacheConfig(policy="streaming", n_sink=4, window=508))
 """
 
-from . import _core
+import os as _os
+
+# OpenMP threads that spin at barriers steal the core from whoever else needs
+# it; on a shared or oversubscribed machine that turns microsecond barriers
+# into scheduler time slices (100x slower decoding was measured). Spin briefly,
+# then sleep, unless the user chose a policy. Must precede loading the core.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+from . import _core  # noqa: E402
 from .config import ModelConfig
 from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
 from . import eval

@@ -110,8 +110,8 @@ static void attention(const ss_model *m, ss_state *s, int layer, int n) {
     ss_kv_cache *kv = &s->cache;
 
     /* Rotate q and k, store k and v. The GPT-NeoX QKV output is laid out per
-     * head as [q | k | v]. */
-#pragma omp parallel for collapse(2) schedule(static)
+     * head as [q | k | v]. Cheap: threads only for large batches. */
+#pragma omp parallel for collapse(2) schedule(static) if (n * c->n_head >= 256)
     for (int i = 0; i < n; i++) {
         for (int h = 0; h < c->n_head; h++) {
             const ss_view *view = &s->views[i];
@@ -128,7 +128,9 @@ static void attention(const ss_model *m, ss_state *s, int layer, int n) {
         }
     }
     const int threads = s->n_threads;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+    /* Threads only pay off when there is enough attention work (keys x dims). */
+    const int64_t work = (int64_t)n * c->n_head * hd * (s->views[n - 1].pos - s->views[n - 1].lo + 1 + s->views[n - 1].n_pinned);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (work >= (1 << 15))
     for (int i = 0; i < n; i++) {
         for (int h = 0; h < c->n_head; h++) {
             const float *q = s->qkv + (size_t)i * 3 * d + (size_t)h * 3 * hd;

@@ -14,6 +14,10 @@
 
 enum { ROWS = 4, TOKEN_CHUNK = 32 };
 
+/* Below this many multiply-adds a second thread costs more (fork/join, and
+ * spinning at the barrier when cores are oversubscribed) than it saves. */
+#define PARALLEL_MIN_MACS (1u << 16)
+
 size_t ss_dtype_size(ss_dtype dtype) { return dtype == SS_F32 ? 4 : 2; }
 
 /* ---------------------------------------------------------- scalar path */
@@ -207,13 +211,15 @@ void ss_matmul(float *out, const float *x, int n, int k, const void *w, ss_dtype
             const int nt = n - t0 < TOKEN_CHUNK ? n - t0 : TOKEN_CHUNK;
             const float *xc = x + (size_t)t0 * k;
             float *oc = out + (size_t)t0 * m;
-#pragma omp parallel for schedule(static)
+            const int par = (size_t)m * (size_t)k * (size_t)nt >= PARALLEL_MIN_MACS;
+#pragma omp parallel for schedule(static) if (par)
             for (int blk = 0; blk < full; blk++) block(oc, xc, nt, k, w, m, bias, blk * ROWS);
             if (full * ROWS < m) rows_scalar(oc, xc, nt, k, w, wt, m, bias, full * ROWS, m);
         }
         return;
     }
 #endif
-#pragma omp parallel for schedule(static)
+    const int par = (size_t)m * (size_t)k * (size_t)n >= PARALLEL_MIN_MACS;
+#pragma omp parallel for schedule(static) if (par)
     for (int j = 0; j < m; j++) rows_scalar(out, x, n, k, w, wt, m, bias, j, j + 1);
 }
