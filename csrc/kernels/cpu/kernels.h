@@ -53,6 +53,10 @@ typedef struct {
 void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, float scale,
                float *scores);
 
+/* Best-of-`repeats` read bandwidth in GB/s over a buffer of `bytes`, all
+ * threads streaming disjoint parts (0 on allocation failure). */
+double ss_read_bandwidth(size_t bytes, int repeats, double *checksum);
+
 /* Name of the SIMD variant in use. */
 const char *ss_kernel_variant(void);
 
