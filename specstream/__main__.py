@@ -94,7 +94,8 @@ def _prompt_ids(args: argparse.Namespace, tokenizer: Any, vocab: int) -> np.ndar
         return np.array([int(x) for x in args.prompt_ids.split(",") if x.strip()], dtype=np.int32)
     if tokenizer is None:
         if args.prompt:
-            raise SystemExit("this model has no tokenizer.json: pass --prompt-ids 1,2,3 instead of --prompt")
+            print("note: this model has no tokenizer.json; ignoring --prompt and using token ids 1..8 "
+                  "(pass --prompt-ids to choose)", file=sys.stderr)
         return np.arange(1, 9, dtype=np.int32) % vocab
     return np.asarray(tokenizer.encode(args.prompt or "The"), dtype=np.int32)
 
