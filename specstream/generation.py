@@ -27,11 +27,23 @@ CACHE_POLICIES: dict[str, int] = {"full": 0, "window": 1, "streaming": 2, "recom
 _DRAFT_KINDS: dict[str, int] = {"draft": 1, "lookup": 2}
 
 
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+#: Largest token count a cache field may hold: the C core sizes caches in int
+#: (window + compress_every + n_sink + a batch must not overflow it).
+MAX_CACHE_TOKENS = 2**29
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int, maximum: int = MAX_CACHE_TOKENS) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{owner}.{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{owner}.{name} must be <= {maximum}, got {value}")
+
+
+def _check_number(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}.{name} must be a number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,17 @@ class CacheConfig:
 
     def _to_core(self, needed: int) -> tuple:
         """The tuple the C core takes; ``needed`` sizes a full cache without a capacity."""
-        capacity = self.capacity if self.capacity is not None else max(1, needed)
+        if self.policy != "full":
+            capacity = max(1, min(needed, MAX_CACHE_TOKENS))  # unused by bounded policies
+        elif self.capacity is not None:
+            capacity = self.capacity
+        elif needed > MAX_CACHE_TOKENS:
+            raise ValueError(
+                f"a full cache for {needed} tokens exceeds the limit of {MAX_CACHE_TOKENS}: "
+                "use a bounded CacheConfig.policy (window/streaming) for streams this long"
+            )
+        else:
+            capacity = max(1, needed)
         return (
             CACHE_POLICIES[self.policy],
             self.n_sink if self.policy == "streaming" else 0,
@@ -152,11 +174,14 @@ class SpeculativeConfig:
             raise ValueError(
                 f"SpeculativeConfig needs k_min <= k_max <= 64, got k_min={self.k_min} k_max={self.k_max}"
             )
+        _check_number("SpeculativeConfig", "ema_decay", self.ema_decay)
         if not (0.0 <= float(self.ema_decay) < 1.0):
             raise ValueError(f"SpeculativeConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.method not in _DRAFT_KINDS:
             raise ValueError(f"SpeculativeConfig.method must be 'draft' or 'lookup', got {self.method!r}")
         _check_int("SpeculativeConfig", "lookup_ngram", self.lookup_ngram, 1)
+        if self.forced_acceptance is not None:
+            _check_number("SpeculativeConfig", "forced_acceptance", self.forced_acceptance)
         if self.forced_acceptance is not None and not (0.0 <= float(self.forced_acceptance) <= 1.0):
             raise ValueError(
                 f"SpeculativeConfig.forced_acceptance must be in [0, 1] or None, got {self.forced_acceptance}"

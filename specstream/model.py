@@ -19,7 +19,7 @@ import numpy as np
 from . import _core
 from .config import ModelConfig
 from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
-from .safetensors import load_dir_tensors
+from . import safetensors as _st
 
 __all__ = ["load", "Model", "TokenStream", "normalize_dtype", "as_token_ids"]
 
@@ -32,6 +32,10 @@ _DTYPE_ALIASES = {
     "bf16": "bf16", "bfloat16": "bf16",
 }
 _PREFILL_CHUNK = 256
+_MAX_CHUNK = 1 << 20          # the core's limit on tokens per forward call
+_MIN_TEMPERATURE = 1e-30      # below this 1/T overflows float32 in the sampler
+_MAX_TEMPERATURE = float(np.finfo(np.float32).max)
+_WEIGHT_DTYPES = ("F32", "F16", "BF16")
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -125,9 +129,9 @@ class Model:
         cache = cache or CacheConfig()
         if not isinstance(cache, CacheConfig):
             raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        return self._core.forward(arr, cache._to_core(len(arr)), chunk)
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or not 1 <= chunk <= _MAX_CHUNK:
+            raise ValueError(f"chunk must be an int in [1, {_MAX_CHUNK}], got {chunk!r}")
+        return self._core.forward(arr, cache._to_core(len(arr)), min(int(chunk), len(arr)))
 
     # -------------------------------------------------------------- generation
 
@@ -136,17 +140,24 @@ class Model:
                    draft: Optional["Model"], speculative: Optional[SpeculativeConfig],
                    draft_cache: Optional[CacheConfig]) -> tuple["_core.Generator", int]:
         prompt = self._ids(prompt_ids, "prompt_ids")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or not 0 <= max_new_tokens < 2**62:
+            raise ValueError(f"max_new_tokens must be a non-negative int (< 2**62), got {max_new_tokens!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not np.isfinite(temperature) \
-                or temperature < 0:
+                or temperature < 0 or temperature > _MAX_TEMPERATURE:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if 0 < temperature < _MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or >= {_MIN_TEMPERATURE}, got {temperature!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
             raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
+        top_k = min(int(top_k), self.vocab_size)  # k >= vocabulary keeps every token
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < 2**64):
+            raise ValueError(f"seed must be an int in [0, 2**64) or None, got {seed!r}")
+        if isinstance(stop_token_ids, (str, bytes)) or not hasattr(stop_token_ids, "__iter__"):
+            raise TypeError(f"stop_token_ids must be a sequence of token ids, got {stop_token_ids!r}")
         stops = as_token_ids(list(stop_token_ids), "stop_token_ids", vocab=self.vocab_size, allow_empty=True)
         if not isinstance(cache, CacheConfig):
             raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
@@ -291,6 +302,23 @@ def _find_tokenizer(directory: Path) -> object:
     return Tokenizer.from_file(path)
 
 
+def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Memory-maps every tensor of the checkpoint after checking that the
+    weights the model uses are floating point (a U16 tensor would otherwise
+    pass for bf16 bits, an I64 one fail without naming its file)."""
+    entries = _st.read_dir_headers(directory)
+    for name in config.tensor_shapes():
+        if name in entries:
+            file, info, _header = entries[name]
+            if info.dtype not in _WEIGHT_DTYPES:
+                raise ValueError(f"{file}: tensor {name!r} has dtype {info.dtype}; GPT-NeoX weights must be "
+                                 f"{', '.join(_WEIGHT_DTYPES)}")
+    arrays: dict[str, np.ndarray] = {}
+    for file, header in {file: header for file, _info, header in entries.values()}.items():
+        arrays.update(_st.load(file, header=header))
+    return arrays
+
+
 def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
     """Loads a Hugging Face GPT-NeoX directory (config.json + model.safetensors,
     or shards with model.safetensors.index.json).
@@ -311,7 +339,7 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such model directory")
     config = ModelConfig.from_dir(directory)
-    tensors = load_dir_tensors(directory)
+    tensors = _load_weights(directory, config)
     if not config.attention_bias:
         # GPT-NeoX without attention biases: the core always adds a bias.
         for i in range(config.n_layer):
