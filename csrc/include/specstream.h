@@ -93,6 +93,12 @@ ss_status ss_model_create(const ss_model_config *config, const ss_weights *weigh
                           ss_dtype weight_dtype, ss_model **out, ss_error *err);
 void ss_model_free(ss_model *model);
 const ss_model_config *ss_model_get_config(const ss_model *model);
+/* Moves the weights to a device: 0 = CPU (nothing to do), 1 = CUDA GPU.
+ * States created afterwards run there too; the host copy stays borrowed. */
+ss_status ss_model_set_device(ss_model *model, int device, ss_error *err);
+int ss_model_get_device(const ss_model *model);
+/* Number of usable CUDA devices (0 without a GPU or without a CUDA build). */
+int ss_cuda_available(void);
 /* Bytes of weights read by one decode step (what bounds decode speed). */
 size_t ss_model_weight_bytes(const ss_model *model);
 

@@ -14,6 +14,7 @@
 #include "cache/kv_cache.h"
 #include "common.h"
 #include "kernels/cpu/kernels.h"
+#include "model/backend.h"
 #include "model/model.h"
 #include "model/state.h"
 
@@ -74,12 +75,20 @@ ss_status ss_state_create(const ss_model *model, const ss_cache_config *cache, i
         ss_state_free(s);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate scratch memory for a batch of %d", max_batch);
     }
+    if (model->device == SS_DEVICE_CUDA) {
+        st = ss_cuda_state_init(s, err);
+        if (st != SS_OK) {
+            ss_state_free(s);
+            return st;
+        }
+    }
     *out = s;
     return SS_OK;
 }
 
 void ss_state_free(ss_state *s) {
     if (!s) return;
+    if (s->cuda) ss_cuda_state_release(s);
     ss_cache_release(&s->cache);
     void *bufs[] = {s->history, s->window_ids, s->events, s->x, s->h, s->qkv, s->q_pinned, s->attn, s->proj, s->ff,
                     s->rot_cos, s->rot_sin, s->pin_cos, s->pin_sin, s->views, s->scores};
@@ -185,13 +194,23 @@ static ss_status forward_tokens(const ss_model *m, ss_state *s, const int32_t *t
         ss_rotary_table(s->pin_cos + i * stride, s->pin_sin + i * stride, c->rotary_dim, c->rotary_base,
                         s->views[i].cache_pos);
     }
+    const ss_view *last = &s->views[n - 1];
+    s->last_visible = last->n_pinned + (int)(last->pos - last->lo + 1 > 0 ? last->pos - last->lo + 1 : 0);
+    return m->device == SS_DEVICE_CUDA ? ss_cuda_run_batch(m, s, tokens, n, logits, n_out, err)
+                                       : ss_cpu_run_batch(m, s, tokens, n, logits, n_out, err);
+}
+
+/* The CPU backend: embedding, layers, final LN and unembedding of a batch. */
+ss_status ss_cpu_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens, int n, float *logits,
+                           int n_out, ss_error *err) {
+    (void)err;
+    const ss_model_config *c = &m->cfg;
+    const int d = c->d_model;
     const size_t es = ss_dtype_size(m->wtype);
     for (int i = 0; i < n; i++)
         ss_convert_to_f32(s->x + (size_t)i * d, (const char *)m->embed_in + (size_t)tokens[i] * d * es,
                           m->wtype, (size_t)d);
     for (int li = 0; li < c->n_layer; li++) layer_forward(m, s, li, n);
-    const ss_view *last = &s->views[n - 1];
-    s->last_visible = last->n_pinned + (int)(last->pos - last->lo + 1 > 0 ? last->pos - last->lo + 1 : 0);
     if (logits && n_out > 0) {
         const int first = n - n_out;
         for (int i = first; i < n; i++)

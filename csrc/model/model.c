@@ -1,6 +1,7 @@
 /* Building a model from borrowed weight tensors: validation of the config and
  * of every shape, and conversion to the storage dtype where needed. */
 #include "model/model.h"
+#include "model/backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,8 +151,28 @@ fail:
     return st;
 }
 
+ss_status ss_model_set_device(ss_model *m, int device, ss_error *err) {
+    if (device == m->device) return SS_OK;
+    if (device == SS_DEVICE_CPU) {
+        ss_cuda_model_release(m);
+        m->device = SS_DEVICE_CPU;
+        return SS_OK;
+    }
+    if (device != SS_DEVICE_CUDA) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unknown device %d", device);
+    if (ss_cuda_device_count() < 1)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "no CUDA GPU is available (or this build has no CUDA backend)");
+    ss_status st = ss_cuda_model_init(m, err);
+    if (st == SS_OK) m->device = SS_DEVICE_CUDA;
+    return st;
+}
+
+int ss_model_get_device(const ss_model *m) { return m->device; }
+
+int ss_cuda_available(void) { return ss_cuda_device_count(); }
+
 void ss_model_free(ss_model *m) {
     if (!m) return;
+    ss_cuda_model_release(m);
     for (size_t i = 0; i < m->n_owned; i++) ss_free(m->owned[i]);
     free(m->owned);
     free(m->layers);

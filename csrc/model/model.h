@@ -12,6 +12,8 @@ typedef struct {
 
 struct ss_model {
     ss_model_config cfg;
+    int device;        /* ss_device (model/backend.h)               */
+    void *cuda;        /* device-side weights of the CUDA backend   */
     int head_dim;
     ss_dtype wtype;
     ss_layer *layers;

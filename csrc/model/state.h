@@ -27,6 +27,7 @@ struct ss_state {
     float *rot_cos, *rot_sin, *pin_cos, *pin_sin; /* [batch][rotary_dim/2] */
     ss_view *views;
     float *scores; /* [n_threads][slots] */
+    void *cuda;    /* device-side cache and scratch of the CUDA backend */
 };
 
 #endif
