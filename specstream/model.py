@@ -305,7 +305,8 @@ def _find_tokenizer(directory: Path) -> object:
 def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]:
     """Memory-maps every tensor of the checkpoint after checking that the
     weights the model uses are floating point (a U16 tensor would otherwise
-    pass for bf16 bits, an I64 one fail without naming its file)."""
+    pass for bf16 bits, an I64 one fail without naming its file) and that
+    each is aligned for its dtype."""
     entries = _st.read_dir_headers(directory)
     for name in config.tensor_shapes():
         if name in entries:
@@ -316,7 +317,9 @@ def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]
     arrays: dict[str, np.ndarray] = {}
     for file, header in {file: header for file, _info, header in entries.values()}.items():
         arrays.update(_st.load(file, header=header))
-    return arrays
+    # The format allows any byte offset; the core reads elements through typed
+    # pointers, so a tensor misaligned for its dtype gets an aligned copy.
+    return {name: a if a.flags.aligned else np.array(a) for name, a in arrays.items()}
 
 
 def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
