@@ -14,6 +14,10 @@ Three ways to compute logits:
   place in the cache; see :func:`stream_schedule` for the exact rules.
 * :meth:`RefModel.recompute_logits` - sliding window with re-computation:
   each token is scored by a fresh forward over its last ``window`` tokens.
+* :meth:`RefModel.select_stream_logits` - the StreamingLLM schedule plus a
+  dynamic pinned set of evicted tokens kept anyway (refresh tokens, heavy
+  hitters: h2o, snapkv, keynorm); :meth:`RefModel.select_trace` gives every
+  decision it made.
 
 GPT-NeoX specifics: query_key_value rows are grouped per head as
 [n_head, 3 (q, k, v), head_dim]; rotary embeddings act on the first
@@ -33,7 +37,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["RefModel", "RefConfig", "Eviction", "stream_schedule", "read_safetensors", "read_model_dir"]
+__all__ = [
+    "RefModel", "RefConfig", "Eviction", "SelectTrace", "stream_schedule", "read_safetensors", "read_model_dir",
+    "SELECT_POLICIES", "REFRESH_MODES",
+]
 
 # ----------------------------------------------------------------- file reading
 
@@ -348,3 +355,263 @@ class RefModel:
         for t in range(len(ids)):
             out[t] = self.forward(ids[max(0, t - window + 1) : t + 1])[-1]
         return out
+
+    # -- bounded caches with a dynamic pinned set ---------------------------------
+
+    def select_trace(self, ids: Sequence[int], n_sink: int, window: int, policy: str, M: int,
+                     compress_every: int = 1, max_drop: int = 0, overlap: int = 0, refresh: str = "uniform",
+                     structural_ids: Sequence[int] = (), entropy_threshold: float = 0.0) -> "SelectTrace":
+        """Token-by-token decoding with sinks + a dynamic pinned set D + a window.
+
+        With s = n_sink (0 for ``policy="window"``), B = s + window,
+        R = compress_every. State: f (first text position of the window run,
+        initially s), draining (false), D (sorted text positions, at most M).
+        Before token t >= s is appended:
+
+        1. size = s + (t - f) (D not counted); force = entropy_threshold > 0
+           and t >= 1 and H(t-1) > entropy_threshold, H(p) the entropy (nats)
+           of softmax(logits row p). If draining or force or size + 1 >
+           B + R - 1: need = size + 1 - (B + overlap); if need > 0 then
+           drop = need (max_drop 0) or min(need, max_drop), the span
+           E = [f, f + drop) leaves, f += drop, event (t, drop, size + 1 - drop),
+           draining = max_drop > 0 and need > drop; else draining = false.
+        2. If drop > 0 and M > 0, D is updated:
+           streaming/window with ``refresh`` "uniform" (positions
+           f_old + floor((i + 0.5) drop / m), m = min(M, drop)), "structural"
+           (the last M of E whose id is in structural_ids) or "entropy" (the
+           min(M, drop) of E with the highest H, ties to the larger position)
+           give a selection, and D = the M largest positions of D + selection.
+           Score policies keep the M candidates of D + E with the highest score
+           (ties to the larger position): "h2o" attention received from every
+           earlier query (summed over layers and heads), "snapkv" the same from
+           the queries since the previous eviction only, max-pooled over
+           +-3 neighbours in the position-sorted candidate list (the
+           observation window then restarts), "keynorm" minus the sum over
+           layers and heads of the key L2 norm.
+        3. Token t attends to sinks [0, min(t + 1, s)), D, then [f, t], at
+           positions 0..|S|-1 in that order (the query at |S|-1); for t < s,
+           to [0, t].
+        """
+        return _select_trace(self, ids, n_sink, window, policy, M, compress_every, max_drop, overlap, refresh,
+                             structural_ids, entropy_threshold)
+
+    def select_stream_logits(
+        self,
+        ids: Sequence[int],
+        n_sink: int,
+        window: int,
+        policy: str,
+        M: int,
+        compress_every: int = 1,
+        max_drop: int = 0,
+        overlap: int = 0,
+        refresh: str = "uniform",
+        structural_ids: Sequence[int] = (),
+        entropy_threshold: float = 0.0,
+        return_events: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, list[Eviction], np.ndarray]:
+        """Logits [n, vocab_rows] under a cache with a dynamic pinned set (see
+        :meth:`select_trace`); with ``return_events`` also the eviction events
+        and the number of keys each token attended to."""
+        tr = self.select_trace(ids, n_sink, window, policy, M, compress_every, max_drop, overlap, refresh,
+                               structural_ids, entropy_threshold)
+        if not return_events:
+            return tr.logits
+        return tr.logits, tr.events, np.array([len(v) for v in tr.visible], dtype=np.int64)
+
+
+# ----------------------------------------------------------------- dynamic pinned sets
+#
+# Cache policies that keep some evicted tokens anyway: refresh tokens for the
+# window/streaming policies (uniform, structural, entropy) and heavy hitters
+# for the score policies (h2o, snapkv, keynorm). Written from the rules alone,
+# sequentially, token by token; see RefModel.select_trace for the rules.
+
+SELECT_POLICIES = ("streaming", "window", "h2o", "snapkv", "keynorm")
+REFRESH_MODES = ("uniform", "structural", "entropy")
+SNAPKV_POOL = 3  # max-pooling reach: neighbours i-3 .. i+3 in the candidate list
+
+
+class SelectTrace(NamedTuple):
+    """Everything :meth:`RefModel.select_trace` decided and computed.
+
+    ``visible[t]``: the text positions token t attended to, in cache order
+    (sinks, pinned, window); ``pinned[t]``: the dynamic pinned set D it saw;
+    ``entropy[p]``: H(p) in nats of the logits row p; ``forced``: the steps
+    at which the entropy trigger caused an eviction; ``margin``: the smallest
+    relative gap of any data-dependent decision that mattered (inf when none)
+    - how far float32 rounding may move scores before a decision flips.
+    """
+
+    logits: np.ndarray
+    events: list[Eviction]
+    visible: list[np.ndarray]
+    pinned: list[np.ndarray]
+    entropy: np.ndarray
+    forced: list[int]
+    margin: float
+
+
+def entropy_nats(logits: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of softmax over the last axis."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_total = np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    p = np.exp(z - log_total)
+    return (log_total[..., 0] - (p * z).sum(axis=-1))
+
+
+def _rel_gap(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-30)
+
+
+def top_by_score(cands: Sequence[int], score: dict[int, float], m: int) -> tuple[list[int], float]:
+    """The m candidates with the highest score, ties to the larger position,
+    returned sorted by position, and the decision margin: the smallest
+    relative gap between a chosen and a rejected score (exact ties, decided
+    by position alone, do not count; inf when nothing was rejected)."""
+    ranked = sorted(cands, key=lambda p: (score[p], p), reverse=True)
+    chosen, rejected = ranked[:m], ranked[m:]
+    margin = math.inf
+    for a in chosen:
+        for b in rejected:
+            if score[a] != score[b]:
+                margin = min(margin, _rel_gap(score[a], score[b]))
+    return sorted(chosen), margin
+
+
+def uniform_refresh(first: int, dropped: int, budget: int) -> list[int]:
+    """min(budget, dropped) evenly spaced positions of [first, first + dropped):
+    first + floor((i + 0.5) * dropped / m), i = 0..m-1."""
+    m = min(budget, dropped)
+    return [first + ((2 * i + 1) * dropped) // (2 * m) for i in range(m)]
+
+
+def snapkv_pool(cands: Sequence[int], score: dict[int, float], reach: int = SNAPKV_POOL) -> dict[int, float]:
+    """Max-pools scores over neighbours in the position-sorted candidate list."""
+    c = sorted(cands)
+    return {p: max(score[c[j]] for j in range(max(0, i - reach), min(len(c), i + reach + 1)))
+            for i, p in enumerate(c)}
+
+
+def _check_select_args(policy: str, n_sink: int, window: int, budget: int, compress_every: int, max_drop: int,
+                       overlap: int, refresh: str, entropy_threshold: float) -> None:
+    if policy not in SELECT_POLICIES:
+        raise ValueError(f"policy must be one of {SELECT_POLICIES}, got {policy!r}")
+    if refresh not in REFRESH_MODES:
+        raise ValueError(f"refresh must be one of {REFRESH_MODES}, got {refresh!r}")
+    if budget < 0:
+        raise ValueError(f"the pinned budget M must be >= 0, got {budget}")
+    if not entropy_threshold >= 0:
+        raise ValueError(f"entropy_threshold must be >= 0, got {entropy_threshold}")
+    stream_schedule(0, n_sink, window, compress_every, max_drop, overlap)  # the same checks
+
+
+def _select_trace(
+    model: "RefModel",
+    ids: Sequence[int],
+    n_sink: int,
+    window: int,
+    policy: str,
+    M: int,
+    compress_every: int = 1,
+    max_drop: int = 0,
+    overlap: int = 0,
+    refresh: str = "uniform",
+    structural_ids: Sequence[int] = (),
+    entropy_threshold: float = 0.0,
+) -> SelectTrace:
+    _check_select_args(policy, n_sink, window, M, compress_every, max_drop, overlap, refresh, entropy_threshold)
+    c = model.cfg
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    x_all = model._embed(ids)
+    n = x_all.shape[0]
+    s = 0 if policy == "window" else n_sink
+    budget, r = s + window, compress_every
+    structural = {int(i) for i in structural_ids}
+
+    keys = [np.zeros((n, c.n_head, c.head_dim)) for _ in range(c.n_layer)]
+    values = [np.zeros((n, c.n_head, c.head_dim)) for _ in range(c.n_layer)]
+    out = np.zeros((n, model.vocab_rows))
+    H = np.full(n, np.nan)
+    attn_total = np.zeros(n)  # h2o: attention received from every query so far
+    attn_since = np.zeros(n)  # snapkv: ... from the queries since the last eviction
+    key_norm = np.zeros(n)    # keynorm: sum over layers and heads of ||k||
+
+    f, draining = s, False
+    D: list[int] = []
+    events: list[Eviction] = []
+    forced: list[int] = []
+    visible: list[np.ndarray] = []
+    pinned: list[np.ndarray] = []
+    margin = math.inf
+
+    for t in range(n):
+        # 1. the eviction due before token t
+        drop, f_old = 0, f
+        if t >= s:
+            size = s + (t - f)
+            over = size + 1 > budget + r - 1
+            need = size + 1 - (budget + overlap)
+            force = entropy_threshold > 0 and t >= 1 and H[t - 1] > entropy_threshold
+            if entropy_threshold > 0 and t >= 1 and not (draining or over) and need > 0:
+                # the trigger alone decides whether this eviction happens
+                margin = min(margin, _rel_gap(float(H[t - 1]), entropy_threshold))
+                if force:
+                    forced.append(t)
+            if draining or force or over:
+                if need > 0:
+                    drop = need if max_drop == 0 else min(need, max_drop)
+                    f += drop
+                    events.append(Eviction(step=t, dropped=drop, kept=size + 1 - drop))
+                    draining = max_drop > 0 and need > drop
+                else:
+                    draining = False
+        # 2. the dynamic pinned set
+        if drop > 0 and M > 0:
+            span = list(range(f_old, f_old + drop))
+            if policy in ("streaming", "window"):
+                if refresh == "uniform":
+                    sel = uniform_refresh(f_old, drop, M)
+                elif refresh == "structural":
+                    sel = [p for p in span if int(ids[p]) in structural][-M:]
+                else:
+                    sel, gap = top_by_score(span, {p: float(H[p]) for p in span}, min(M, drop))
+                    margin = min(margin, gap)
+                D = sorted(set(D) | set(sel))[-M:]
+            else:
+                cands = D + span
+                if policy == "h2o":
+                    score = {p: float(attn_total[p]) for p in cands}
+                elif policy == "snapkv":
+                    score = snapkv_pool(cands, {p: float(attn_since[p]) for p in cands})
+                else:
+                    score = {p: -float(key_norm[p]) for p in cands}
+                D, gap = top_by_score(cands, score, M)
+                margin = min(margin, gap)
+        if drop > 0:
+            attn_since[:] = 0.0  # snapkv's observation window restarts at every eviction
+        # 3. token t through the model, on sinks + D + window
+        if t < s:
+            idx = np.arange(0, t + 1)
+        else:
+            idx = np.array(list(range(s)) + D + list(range(f, t + 1)), dtype=np.int64)
+        visible.append(idx)
+        pinned.append(np.array(D, dtype=np.int64))
+        m = len(idx)
+        x = x_all[t : t + 1]
+        for layer in range(c.n_layer):
+            q, k, v = model._qkv(layer, model._ln(layer, "input_layernorm", x))
+            keys[layer][t], values[layer][t] = k[0], v[0]
+            key_norm[t] += float(np.linalg.norm(k[0], axis=-1).sum())
+            kr = rotate(keys[layer][idx], np.arange(m), c.rotary_dim, c.rotary_base)
+            qr = rotate(q, np.array([m - 1]), c.rotary_dim, c.rotary_base)
+            scores = np.einsum("qhd,khd->hqk", qr, kr) / math.sqrt(c.head_dim)
+            probs = softmax(scores)  # [head, 1, m]
+            received = probs[:, 0, :].sum(axis=0)
+            attn_total[idx] += received
+            attn_since[idx] += received
+            heads = np.einsum("hqk,khd->qhd", probs, values[layer][idx])
+            x = model._residual(layer, x, model._attn_out(layer, heads))
+        out[t] = model._logits(x)[0]
+        H[t] = entropy_nats(out[t])
+    return SelectTrace(out, events, visible, pinned, H, forced, margin)
