@@ -23,7 +23,11 @@ __all__ = [
 ]
 
 #: Policy name -> the C core's enum value (specstream.h, ss_cache_policy).
-CACHE_POLICIES: dict[str, int] = {"full": 0, "window": 1, "streaming": 2, "recompute": 3}
+CACHE_POLICIES: dict[str, int] = {"full": 0, "window": 1, "streaming": 2, "recompute": 3, "h2o": 4,
+                                  "snapkv": 5, "keynorm": 6}
+#: Refresh selections -> the core's enum (ss_refresh_select).
+REFRESH_SELECTIONS: dict[str, int] = {"uniform": 0, "structural": 1, "entropy": 2}
+_SCORE_POLICIES = ("h2o", "snapkv", "keynorm")
 _DRAFT_KINDS: dict[str, int] = {"draft": 1, "lookup": 2}
 
 
@@ -60,13 +64,34 @@ class CacheConfig:
         ``recompute``: for every token, re-encode the last ``window`` tokens
         from scratch (the quality reference; quadratic cost).
 
-    Lazy eviction (window and streaming):
+        ``h2o``, ``snapkv``, ``keynorm``: score-based baselines; besides the
+        ``n_sink`` sinks and the ``window`` most recent tokens they keep
+        ``heavy`` evicted tokens with the highest accumulated attention (H2O),
+        the highest attention from the queries since the last eviction,
+        max-pooled over +-3 neighbours (SnapKV-style vote), or the lowest key
+        L2 norm.
+
+    Lazy eviction (all windowed policies):
         ``compress_every`` (R): the cache may hold up to R - 1 keys beyond its
-        budget and then evicts in one batch; R = 1 evicts at every step.
+        budget and then evicts in one batch; R = 1 evicts at every step. (R is
+        length-based: it is the "slack" of an adaptive scheme, Delta = R - 1.)
         ``max_drop``: evict at most this many keys per step, spreading a
         larger eviction over the following steps (None: unlimited).
         ``overlap``: after a batch eviction keep this many keys beyond the
         budget (fewer keys dropped per batch, a softer transition); < R.
+        ``entropy_threshold`` (> 0): evict at once, without waiting for R,
+        when the newest token's predictive entropy (nats) exceeds it.
+
+    Refresh tokens (window and streaming): ``refresh_budget`` evicted tokens
+    are kept as dynamic sinks, chosen from each evicted span by ``refresh``:
+    ``uniform`` (evenly spaced), ``structural`` (ids in ``structural_ids``,
+    e.g. newlines and full stops; derived from the model's tokenizer when
+    empty) or ``entropy`` (highest predictive entropy); the newest
+    ``refresh_budget`` are kept.
+
+    Data-dependent choices (refresh, heavy tokens, the entropy trigger) are
+    made when tokens are committed: exactly sequential when tokens come one
+    at a time (generation, ``chunk=1``), lagging inside larger batches.
     """
 
     policy: str = "full"
@@ -76,6 +101,11 @@ class CacheConfig:
     compress_every: int = 1
     max_drop: Optional[int] = None
     overlap: int = 0
+    heavy: int = 0
+    refresh_budget: int = 0
+    refresh: str = "uniform"
+    structural_ids: tuple = ()
+    entropy_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.policy not in CACHE_POLICIES:
@@ -86,11 +116,13 @@ class CacheConfig:
         _check_int("CacheConfig", "window", self.window, 1)
         _check_int("CacheConfig", "compress_every", self.compress_every, 1)
         _check_int("CacheConfig", "overlap", self.overlap, 0)
+        _check_int("CacheConfig", "heavy", self.heavy, 0)
+        _check_int("CacheConfig", "refresh_budget", self.refresh_budget, 0)
         if self.capacity is not None:
             _check_int("CacheConfig", "capacity", self.capacity, 1)
         if self.max_drop is not None:
             _check_int("CacheConfig", "max_drop", self.max_drop, 1)
-        if self.policy == "streaming" and self.window < self.n_sink:
+        if self.policy in ("streaming",) + _SCORE_POLICIES and self.window < self.n_sink:
             raise ValueError(
                 f"CacheConfig.window ({self.window}) is smaller than CacheConfig.n_sink ({self.n_sink})"
             )
@@ -99,6 +131,27 @@ class CacheConfig:
                 f"CacheConfig.overlap ({self.overlap}) must be smaller than "
                 f"CacheConfig.compress_every ({self.compress_every}): otherwise nothing is ever evicted"
             )
+        if self.refresh not in REFRESH_SELECTIONS:
+            raise ValueError(f"CacheConfig.refresh must be one of {', '.join(REFRESH_SELECTIONS)}, got {self.refresh!r}")
+        object.__setattr__(self, "structural_ids", tuple(int(i) for i in self.structural_ids))
+        if any(i < 0 for i in self.structural_ids):
+            raise ValueError("CacheConfig.structural_ids must be non-negative token ids")
+        if isinstance(self.entropy_threshold, bool) or not isinstance(self.entropy_threshold, (int, float)) \
+                or not math.isfinite(self.entropy_threshold) or self.entropy_threshold < 0:
+            raise ValueError(f"CacheConfig.entropy_threshold must be a finite number >= 0, got {self.entropy_threshold!r}")
+        if self.policy in _SCORE_POLICIES:
+            if self.heavy < 1:
+                raise ValueError(f"CacheConfig.heavy must be >= 1 for policy {self.policy!r} (tokens kept by score)")
+            if self.refresh_budget:
+                raise ValueError("CacheConfig.refresh_budget applies to the window and streaming policies only")
+        elif self.heavy:
+            raise ValueError(f"CacheConfig.heavy applies to h2o, snapkv and keynorm, not {self.policy!r}")
+        if self.refresh_budget:
+            if self.policy not in ("window", "streaming"):
+                raise ValueError(f"CacheConfig.refresh_budget applies to window/streaming, not {self.policy!r}")
+            if self.refresh_budget > self.window:
+                raise ValueError(
+                    f"CacheConfig.refresh_budget ({self.refresh_budget}) is larger than the cache window ({self.window})")
 
     @property
     def bounded(self) -> bool:
@@ -107,13 +160,17 @@ class CacheConfig:
 
     @property
     def budget(self) -> Optional[int]:
-        """Keys a query sees at most (before lazy slack); None for ``full``."""
+        """Keys a query sees at most (before lazy slack); the capacity for ``full``."""
         if self.policy == "full":
             return self.capacity
-        return self.window + (self.n_sink if self.policy == "streaming" else 0)
+        if self.policy == "recompute":
+            return self.window
+        sinks = 0 if self.policy == "window" else self.n_sink
+        return sinks + self.window + self.heavy + self.refresh_budget
 
-    def _to_core(self, needed: int) -> tuple:
-        """The tuple the C core takes; ``needed`` sizes a full cache without a capacity."""
+    def _to_core(self, needed: int, tokenizer: Any = None) -> tuple:
+        """The tuple the C core takes; ``needed`` sizes a full cache without a
+        capacity; ``tokenizer`` supplies default structural ids."""
         if self.policy != "full":
             capacity = max(1, min(needed, MAX_CACHE_TOKENS))  # unused by bounded policies
         elif self.capacity is not None:
@@ -125,15 +182,41 @@ class CacheConfig:
             )
         else:
             capacity = max(1, needed)
+        structural = None
+        if self.refresh_budget and self.refresh == "structural":
+            ids = self.structural_ids or (structural_token_ids(tokenizer) if tokenizer is not None else ())
+            if not ids:
+                raise ValueError("CacheConfig.refresh='structural' needs structural_ids (or a model with a tokenizer)")
+            structural = np.asarray(ids, dtype=np.int32)
         return (
             CACHE_POLICIES[self.policy],
-            self.n_sink if self.policy == "streaming" else 0,
+            0 if self.policy in ("full", "window", "recompute") else self.n_sink,
             self.window,
             capacity,
             self.compress_every,
             self.max_drop or 0,
             self.overlap,
+            self.heavy,
+            self.refresh_budget,
+            REFRESH_SELECTIONS[self.refresh],
+            structural,
+            float(self.entropy_threshold),
         )
+
+
+_STRUCTURAL_CHARS = set("\n.!?;:\"'")
+
+
+def structural_token_ids(tokenizer: Any) -> tuple:
+    """Ids of tokens that mark structure: any newline, or ending in sentence
+    punctuation or a quote (after stripping spaces)."""
+    out = []
+    for i in range(int(tokenizer.vocab_size)):
+        text = tokenizer.decode([i])
+        stripped = text.rstrip(" ")
+        if "\n" in text or (stripped and stripped[-1] in _STRUCTURAL_CHARS):
+            out.append(i)
+    return tuple(out)
 
 
 @dataclass(frozen=True)

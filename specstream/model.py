@@ -131,7 +131,7 @@ class Model:
             raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
         if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or not 1 <= chunk <= _MAX_CHUNK:
             raise ValueError(f"chunk must be an int in [1, {_MAX_CHUNK}], got {chunk!r}")
-        return self._core.forward(arr, cache._to_core(len(arr)), min(int(chunk), len(arr)))
+        return self._core.forward(arr, cache._to_core(len(arr), self.tokenizer), min(int(chunk), len(arr)))
 
     # -------------------------------------------------------------- generation
 
@@ -179,7 +179,8 @@ class Model:
         if not isinstance(dcache, CacheConfig):
             raise TypeError(f"draft_cache must be a CacheConfig, got {type(dcache).__name__}")
         gen = _core.Generator(
-            self._core, cache._to_core(needed), draft._core if use_draft else None, dcache._to_core(needed),
+            self._core, cache._to_core(needed, self.tokenizer), draft._core if use_draft else None,
+            dcache._to_core(needed, self.tokenizer),
             spec._to_core(speculating), (float(temperature), int(top_k), float(top_p), seed_used & (2**64 - 1)),
             prompt, int(max_new_tokens), stops,
         )

@@ -1,5 +1,9 @@
 #include "cache/kv_cache.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.h"
 
 static const char *policy_name(ss_cache_policy p) {
@@ -8,12 +12,24 @@ static const char *policy_name(ss_cache_policy p) {
     case SS_CACHE_WINDOW: return "window";
     case SS_CACHE_STREAMING: return "streaming";
     case SS_CACHE_RECOMPUTE: return "recompute";
+    case SS_CACHE_H2O: return "h2o";
+    case SS_CACHE_SNAPKV: return "snapkv";
+    case SS_CACHE_KEYNORM: return "keynorm";
     }
     return "?";
 }
 
+static int is_score_policy(ss_cache_policy p) {
+    return p == SS_CACHE_H2O || p == SS_CACHE_SNAPKV || p == SS_CACHE_KEYNORM;
+}
+
+/* Policies that evict by the window schedule (all but full and recompute). */
+static int is_windowed(ss_cache_policy p) {
+    return p == SS_CACHE_WINDOW || p == SS_CACHE_STREAMING || is_score_policy(p);
+}
+
 ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err) {
-    if (cfg->policy < SS_CACHE_FULL || cfg->policy > SS_CACHE_RECOMPUTE)
+    if (cfg->policy < SS_CACHE_FULL || cfg->policy > SS_CACHE_KEYNORM)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "cache policy %d is unknown", (int)cfg->policy);
     const char *name = policy_name(cfg->policy);
     if (cfg->policy == SS_CACHE_FULL) {
@@ -25,51 +41,72 @@ ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err) {
     if (cfg->window < 1)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: window must be >= 1, got %d", name,
                        cfg->window);
-    if (cfg->policy != SS_CACHE_STREAMING) return SS_OK;
+    if (cfg->policy == SS_CACHE_RECOMPUTE) return SS_OK;
     if (cfg->n_sink < 0)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "streaming cache: n_sink must be >= 0, got %d",
-                       cfg->n_sink);
-    if (cfg->window < cfg->n_sink)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "streaming cache: window (%d) is smaller than n_sink (%d)", cfg->window,
-                       cfg->n_sink);
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: n_sink must be >= 0, got %d", name, cfg->n_sink);
+    if (cfg->policy != SS_CACHE_WINDOW && cfg->window < cfg->n_sink)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: window (%d) is smaller than n_sink (%d)", name,
+                       cfg->window, cfg->n_sink);
     if (cfg->compress_every < 1)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "streaming cache: compress_every must be >= 1, got %d", cfg->compress_every);
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: compress_every must be >= 1, got %d", name,
+                       cfg->compress_every);
     if (cfg->max_drop < 0)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "streaming cache: max_drop must be >= 0 (0 = unlimited), got %d", cfg->max_drop);
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: max_drop must be >= 0 (0 = unlimited), got %d",
+                       name, cfg->max_drop);
     if (cfg->overlap < 0 || cfg->overlap >= cfg->compress_every)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: overlap must be in [0, compress_every) = [0, %d), got %d",
+                       name, cfg->compress_every, cfg->overlap);
+    if (!(cfg->entropy_threshold >= 0.0f))
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: entropy_threshold must be >= 0 (0 = off)", name);
+    if (is_score_policy(cfg->policy)) {
+        if (cfg->heavy < 1)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: heavy (tokens kept by score) must be >= 1, got %d",
+                           name, cfg->heavy);
+        if (cfg->refresh_budget != 0)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: refresh_budget applies to window/streaming only",
+                           name);
+        return SS_OK;
+    }
+    if (cfg->refresh_budget < 0 || cfg->refresh_budget > cfg->window)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "streaming cache: overlap must be in [0, compress_every) = [0, %d), got %d",
-                       cfg->compress_every, cfg->overlap);
+                       "%s cache: refresh_budget must be in [0, window=%d] (it cannot exceed the cache), got %d", name,
+                       cfg->window, cfg->refresh_budget);
+    if (cfg->refresh < SS_REFRESH_UNIFORM || cfg->refresh > SS_REFRESH_ENTROPY)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: unknown refresh selection %d", name, (int)cfg->refresh);
+    if (cfg->refresh_budget > 0 && cfg->refresh == SS_REFRESH_STRUCTURAL &&
+        (cfg->n_structural < 1 || !cfg->structural_ids))
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: structural refresh needs structural_ids", name);
     return SS_OK;
 }
 
-/* The window policy is the streaming schedule without sinks; lazy pruning
- * knobs apply to both. */
-static int is_windowed(const ss_kv_cache *c) {
-    return c->cfg.policy == SS_CACHE_WINDOW || c->cfg.policy == SS_CACHE_STREAMING;
-}
-
-ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head,
-                        int head_dim, int max_pending, ss_error *err) {
+ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head, int head_dim,
+                        int rotary_dim, double rotary_base, int vocab, int max_pending, int threads,
+                        ss_error *err) {
     *c = (ss_kv_cache){0};
     ss_status st = ss_cache_config_check(cfg, err);
     if (st != SS_OK) return st;
     c->cfg = *cfg;
-    if (cfg->policy != SS_CACHE_STREAMING) c->cfg.n_sink = 0;
-    if (!is_windowed(c)) {
+    c->cfg.structural_ids = NULL; /* borrowed: copied into c->structural */
+    const ss_cache_policy p = cfg->policy;
+    if (p == SS_CACHE_WINDOW || p == SS_CACHE_FULL || p == SS_CACHE_RECOMPUTE) c->cfg.n_sink = 0;
+    if (!is_windowed(p)) {
         c->cfg.compress_every = 1;
         c->cfg.max_drop = 0;
         c->cfg.overlap = 0;
+        c->cfg.entropy_threshold = 0.0f;
     }
+    if (!is_score_policy(p)) c->cfg.heavy = 0;
+    if (!is_windowed(p) || is_score_policy(p)) c->cfg.refresh_budget = 0;
     c->n_layer = n_layer;
     c->n_head = n_head;
     c->head_dim = head_dim;
+    c->rotary_dim = rotary_dim;
+    c->rotary_base = rotary_base;
+    c->vocab = vocab;
     c->n_sink = c->cfg.n_sink;
-    c->pinned = c->n_sink;
-    switch (cfg->policy) {
+    c->dyn_cap = is_score_policy(p) ? c->cfg.heavy : c->cfg.refresh_budget;
+    c->pinned = c->n_sink + c->dyn_cap;
+    switch (p) {
     case SS_CACHE_FULL: c->ring = cfg->capacity; break;
     case SS_CACHE_RECOMPUTE: c->ring = cfg->window; break;
     default:
@@ -79,10 +116,53 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
         break;
     }
     c->slots = c->pinned + c->ring;
+    c->track_attention = p == SS_CACHE_H2O || p == SS_CACHE_SNAPKV;
+    c->track_keynorm = p == SS_CACHE_KEYNORM;
+    c->track_entropy = c->cfg.entropy_threshold > 0.0f ||
+                       (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_ENTROPY);
     const size_t per_layer = (size_t)n_head * (size_t)c->slots * (size_t)head_dim;
+    const size_t S = (size_t)c->slots;
     c->k = ss_alloc((size_t)n_layer, per_layer * sizeof(float));
     c->v = ss_alloc((size_t)n_layer, per_layer * sizeof(float));
-    if (!c->k || !c->v) {
+    int ok = c->k && c->v;
+    if (c->dyn_cap > 0) {
+        const size_t cand = (size_t)c->dyn_cap + (size_t)c->ring;
+        c->dyn_pos = ss_alloc((size_t)c->dyn_cap, sizeof(int64_t));
+        c->score = ss_alloc(S, sizeof(float));
+        c->entropy = ss_alloc(S, sizeof(float));
+        c->token = ss_alloc(S, sizeof(int32_t));
+        c->cand_pos = ss_alloc(cand, sizeof(int64_t));
+        c->cand_score = ss_alloc(cand, sizeof(float));
+        c->cand_raw = ss_alloc(cand, sizeof(float));
+        c->move_k = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
+        c->move_v = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
+        c->rot_cos = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
+        c->rot_sin = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
+        ok = ok && c->dyn_pos && c->score && c->entropy && c->token && c->cand_pos && c->cand_score && c->cand_raw && c->move_k &&
+             c->move_v && c->rot_cos && c->rot_sin;
+    } else if (c->track_entropy) {
+        c->entropy = ss_alloc(S, sizeof(float));
+        ok = ok && c->entropy;
+    }
+    if (c->track_attention || c->track_keynorm) {
+        c->n_acc = threads < 1 ? 1 : threads;
+        c->acc = ss_alloc((size_t)c->n_acc * S, sizeof(float));
+        ok = ok && c->acc;
+    }
+    if (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_STRUCTURAL) {
+        c->structural = ss_alloc((size_t)vocab, 1);
+        ok = ok && c->structural;
+        for (int i = 0; ok && i < cfg->n_structural; i++) {
+            const int32_t id = cfg->structural_ids[i];
+            if (id < 0 || id >= vocab) {
+                ss_cache_release(c);
+                return ss_fail(err, SS_ERR_OUT_OF_RANGE, "structural id %d is outside the vocabulary [0, %d)", id,
+                               vocab);
+            }
+            c->structural[id] = 1;
+        }
+    }
+    if (!ok) {
         ss_cache_release(c);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate a KV cache of %d slots", c->slots);
     }
@@ -91,27 +171,38 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
 }
 
 void ss_cache_release(ss_kv_cache *c) {
-    ss_free(c->k);
-    ss_free(c->v);
+    void *bufs[] = {c->k, c->v, c->dyn_pos, c->score, c->acc, c->entropy, c->token, c->structural,
+                    c->cand_pos, c->cand_score, c->cand_raw, c->move_k, c->move_v, c->rot_cos, c->rot_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
     c->k = c->v = NULL;
+    c->dyn_pos = NULL;
+    c->score = c->acc = c->entropy = c->cand_score = c->cand_raw = c->move_k = c->move_v = c->rot_cos = c->rot_sin = NULL;
+    c->token = NULL;
+    c->structural = NULL;
+    c->cand_pos = NULL;
 }
 
-void ss_cache_reset(ss_kv_cache *c) { c->sched = (ss_schedule){.first = c->n_sink, .draining = 0}; }
+void ss_cache_reset(ss_kv_cache *c) {
+    c->sched = (ss_schedule){.first = c->n_sink, .draining = 0};
+    c->n_dyn = 0;
+    if (c->score) memset(c->score, 0, (size_t)c->slots * sizeof(float));
+    if (c->acc) memset(c->acc, 0, (size_t)c->n_acc * c->slots * sizeof(float));
+}
 
 size_t ss_cache_bytes(const ss_kv_cache *c) {
     return 2 * (size_t)c->n_layer * c->n_head * (size_t)c->slots * c->head_dim * sizeof(float);
 }
 
-int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int64_t *kept) {
+int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int force, int64_t *kept) {
     const int64_t sinks = c->n_sink;
-    if (!is_windowed(c) || t < sinks) {
+    if (!is_windowed(c->cfg.policy) || t < sinks) {
         if (kept) *kept = t + 1;
         return 0;
     }
     const int64_t budget = sinks + c->cfg.window;
     const int64_t size = sinks + (t - s->first);
     int64_t drop = 0;
-    if (s->draining || size + 1 > budget + c->cfg.compress_every - 1) {
+    if (s->draining || force || size + 1 > budget + c->cfg.compress_every - 1) {
         const int64_t need = size + 1 - (budget + c->cfg.overlap);
         if (need > 0) {
             drop = c->cfg.max_drop ? ss_min64(need, c->cfg.max_drop) : need;
@@ -125,8 +216,16 @@ int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int64_t
     return (int)drop;
 }
 
-ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, ss_view *view,
-                        ss_error *err) {
+size_t ss_cache_slot(const ss_kv_cache *c, int64_t t) {
+    return t < c->n_sink ? (size_t)t : (size_t)(c->pinned + (t - c->n_sink) % c->ring);
+}
+
+int ss_cache_entropy_force(const ss_kv_cache *c, int64_t t, int64_t known) {
+    if (c->cfg.entropy_threshold <= 0.0f || t < 1 || t - 1 >= known) return 0;
+    return c->entropy[ss_cache_slot(c, t - 1)] > c->cfg.entropy_threshold;
+}
+
+ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, ss_view *view, ss_error *err) {
     view->pos = t;
     if (t < c->n_sink) {
         view->n_pinned = (int)(t + 1);
@@ -134,9 +233,9 @@ ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, s
         view->cache_pos = t;
         return SS_OK;
     }
-    view->n_pinned = c->n_sink;
+    view->n_pinned = c->n_sink + c->n_dyn;
     view->lo = s->first;
-    view->cache_pos = c->n_sink + (t - s->first);
+    view->cache_pos = view->n_pinned + (t - s->first);
     if (t - s->first + 1 > c->ring)
         return ss_fail(err, SS_ERR_CAPACITY,
                        "sequence of %lld tokens exceeds the KV cache capacity of %d tokens "
@@ -145,38 +244,195 @@ ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, s
     return SS_OK;
 }
 
-static size_t slot_of(const ss_kv_cache *c, int64_t t) {
-    return t < c->n_sink ? (size_t)t : (size_t)(c->n_sink + (t - c->n_sink) % c->ring);
-}
-
 static size_t row_of(const ss_kv_cache *c, int layer, int head, size_t slot) {
     return (((size_t)layer * c->n_head + head) * c->slots + slot) * c->head_dim;
 }
 
 float *ss_cache_key(const ss_kv_cache *c, int layer, int head, int64_t t) {
-    return c->k + row_of(c, layer, head, slot_of(c, t));
+    return c->k + row_of(c, layer, head, ss_cache_slot(c, t));
 }
 
 float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t) {
-    return c->v + row_of(c, layer, head, slot_of(c, t));
+    return c->v + row_of(c, layer, head, ss_cache_slot(c, t));
 }
 
-int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view,
-                  const float *q_pinned, const float *q_window, ss_kv_run runs[3]) {
+int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view, const float *q_pinned,
+                  const float *q_window, float *acc, ss_kv_run runs[3]) {
     int n = 0;
     const size_t base = row_of(c, layer, head, 0);
     if (view->n_pinned > 0)
-        runs[n++] = (ss_kv_run){q_pinned, c->k + base, c->v + base, view->n_pinned};
+        runs[n++] = (ss_kv_run){q_pinned, c->k + base, c->v + base, view->n_pinned, acc};
     int64_t len = view->pos - view->lo + 1;
     if (len <= 0) return n;
-    size_t start = slot_of(c, view->lo);
-    const size_t ring_end = (size_t)c->slots;
+    size_t start = ss_cache_slot(c, view->lo);
     while (len > 0) {
-        const int64_t take = ss_min64(len, (int64_t)(ring_end - start));
+        const int64_t take = ss_min64(len, (int64_t)((size_t)c->slots - start));
         const size_t off = base + start * c->head_dim;
-        runs[n++] = (ss_kv_run){q_window, c->k + off, c->v + off, (int)take};
+        runs[n++] = (ss_kv_run){q_window, c->k + off, c->v + off, (int)take, acc ? acc + start : NULL};
         len -= take;
         start = (size_t)c->pinned;
     }
     return n;
+}
+
+/* ------------------------------------------------------- dynamic tokens */
+
+void ss_cache_begin_token(ss_kv_cache *c, int64_t t, int32_t token) {
+    const size_t slot = ss_cache_slot(c, t);
+    if (c->score) c->score[slot] = 0.0f;
+    if (c->token) c->token[slot] = token;
+    if (c->entropy) c->entropy[slot] = 0.0f;
+    for (int i = 0; i < c->n_acc; i++) c->acc[(size_t)i * c->slots + slot] = 0.0f;
+}
+
+void ss_cache_collect_scores(ss_kv_cache *c) {
+    if (!c->acc) return;
+    for (int i = 0; i < c->n_acc; i++) {
+        float *row = c->acc + (size_t)i * c->slots;
+        for (int s = 0; s < c->slots; s++) {
+            c->score[s] += c->track_keynorm ? -row[s] : row[s];
+            row[s] = 0.0f;
+        }
+    }
+}
+
+/* Slot a candidate's data comes from: its dynamic slot if already pinned. */
+static size_t source_slot(const ss_kv_cache *c, int64_t pos, int *dyn_index) {
+    for (int j = 0; j < c->n_dyn; j++) {
+        if (c->dyn_pos[j] == pos) {
+            *dyn_index = j;
+            return (size_t)(c->n_sink + j);
+        }
+    }
+    *dyn_index = -1;
+    return ss_cache_slot(c, pos);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The m candidates with the highest score (ties: larger position), in
+ * candidate order; returns how many were kept (<= m). */
+static int keep_top(int64_t *pos, float *score, int n, int m) {
+    if (n <= m) return n;
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        int better = 0; /* candidates that beat i */
+        for (int j = 0; j < n && better < m; j++)
+            if (score[j] > score[i] || (score[j] == score[i] && pos[j] > pos[i])) better++;
+        if (better < m) {
+            pos[kept] = pos[i];
+            score[kept] = score[i];
+            kept++;
+        }
+    }
+    return kept;
+}
+
+/* Rewrites the pinned slots after the sinks to hold new_pos (sorted), keys
+ * rotated at their new cache positions. Sources are read before any write. */
+static void rebuild_pinned(ss_kv_cache *c, const int64_t *new_pos, int n_new) {
+    const int hd = c->head_dim;
+    int src_dyn[n_new > 0 ? n_new : 1];
+    size_t src_slot[n_new > 0 ? n_new : 1];
+    int64_t src_rot[n_new > 0 ? n_new : 1];
+    for (int j = 0; j < n_new; j++) {
+        src_slot[j] = source_slot(c, new_pos[j], &src_dyn[j]);
+        /* keys in the window are rotated at their text position, dynamic
+         * ones at their cache position */
+        src_rot[j] = src_dyn[j] >= 0 ? c->n_sink + src_dyn[j] : new_pos[j];
+    }
+    float new_score[n_new > 0 ? n_new : 1], new_entropy[n_new > 0 ? n_new : 1];
+    int32_t new_token[n_new > 0 ? n_new : 1];
+    for (int j = 0; j < n_new; j++) {
+        new_score[j] = c->score[src_slot[j]];
+        new_entropy[j] = c->entropy[src_slot[j]];
+        new_token[j] = c->token[src_slot[j]];
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int h = 0; h < c->n_head; h++) {
+            for (int j = 0; j < n_new; j++) {
+                memcpy(c->move_k + (size_t)j * hd, c->k + row_of(c, l, h, src_slot[j]), (size_t)hd * sizeof(float));
+                memcpy(c->move_v + (size_t)j * hd, c->v + row_of(c, l, h, src_slot[j]), (size_t)hd * sizeof(float));
+            }
+            for (int j = 0; j < n_new; j++) {
+                const size_t dst = (size_t)(c->n_sink + j);
+                float *k = c->k + row_of(c, l, h, dst);
+                memcpy(k, c->move_k + (size_t)j * hd, (size_t)hd * sizeof(float));
+                memcpy(c->v + row_of(c, l, h, dst), c->move_v + (size_t)j * hd, (size_t)hd * sizeof(float));
+                const int64_t delta = (int64_t)dst - src_rot[j];
+                if (delta != 0) {
+                    ss_rotary_table(c->rot_cos, c->rot_sin, c->rotary_dim, c->rotary_base, delta);
+                    ss_rotary(k, c->rotary_dim, c->rot_cos, c->rot_sin);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < n_new; j++) {
+        const size_t dst = (size_t)(c->n_sink + j);
+        c->dyn_pos[j] = new_pos[j];
+        c->score[dst] = new_score[j];
+        c->entropy[dst] = new_entropy[j];
+        c->token[dst] = new_token[j];
+    }
+    c->n_dyn = n_new;
+}
+
+void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped) {
+    if (c->dyn_cap == 0 || dropped <= 0) return;
+    const int M = c->dyn_cap;
+    int64_t *pos = c->cand_pos;
+    float *sc = c->cand_score;
+    int n = 0;
+    if (c->cfg.policy == SS_CACHE_WINDOW || c->cfg.policy == SS_CACHE_STREAMING) {
+        /* refresh: choose from the evicted span, then keep the newest M */
+        int dummy;
+        switch (c->cfg.refresh) {
+        case SS_REFRESH_UNIFORM: {
+            const int m = dropped < M ? dropped : M;
+            for (int i = 0; i < m; i++) pos[n++] = first + (int64_t)floor((i + 0.5) * dropped / m);
+            break;
+        }
+        case SS_REFRESH_STRUCTURAL:
+            for (int64_t p = first + dropped - 1; p >= first && n < M; p--)
+                if (c->structural[c->token[source_slot(c, p, &dummy)]]) pos[n++] = p;
+            break;
+        case SS_REFRESH_ENTROPY:
+            for (int64_t p = first; p < first + dropped; p++) {
+                pos[n] = p;
+                sc[n++] = c->entropy[source_slot(c, p, &dummy)];
+            }
+            n = keep_top(pos, sc, n, M);
+            break;
+        }
+        for (int j = 0; j < c->n_dyn; j++) pos[n++] = c->dyn_pos[j];
+        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
+        if (n > M) {
+            memmove(pos, pos + (n - M), (size_t)M * sizeof *pos);
+            n = M;
+        }
+    } else {
+        /* score policies: the current heavy tokens compete with the evicted */
+        int dummy;
+        for (int j = 0; j < c->n_dyn; j++) pos[n++] = c->dyn_pos[j];
+        for (int64_t p = first; p < first + dropped; p++) pos[n++] = p;
+        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
+        for (int i = 0; i < n; i++) sc[i] = c->score[source_slot(c, pos[i], &dummy)];
+        if (c->cfg.policy == SS_CACHE_SNAPKV) {
+            /* max-pool over +-3 neighbours keeps clusters of attention */
+            float *raw = c->cand_raw;
+            memcpy(raw, sc, (size_t)n * sizeof(float));
+            for (int i = 0; i < n; i++) {
+                float m = raw[i];
+                for (int j = i - 3; j <= i + 3; j++)
+                    if (j >= 0 && j < n && raw[j] > m) m = raw[j];
+                sc[i] = m;
+            }
+        }
+        n = keep_top(pos, sc, n, M);
+    }
+    rebuild_pinned(c, pos, n);
+    if (c->cfg.policy == SS_CACHE_SNAPKV) memset(c->score, 0, (size_t)c->slots * sizeof(float));
 }

@@ -17,12 +17,22 @@
  * sits at text = cache position k). Exact, and two rotations per query
  * instead of re-rotating the cache.
  *
- * Schedules. Which keys a query sees is a pure function of its stream
- * position and the config (ss_schedule_advance). A batch of new tokens
+ * Schedules. Which window keys a query sees is a pure function of its
+ * stream position and the config (ss_schedule_advance). A batch of new tokens
  * (prefill chunk, k+1 verification tokens) therefore gives each token the
  * view it would have had when decoded alone, and the storage only has to
  * follow at commit time, after speculative acceptance: a rollback never needs
- * an evicted key.
+ * an evicted key. The committed schedule is always advanced for the next
+ * token to come, so the eviction before it (and the choice of which evicted
+ * tokens to keep) is settled at commit, with every score up to then.
+ *
+ * Dynamic pinned tokens. Refresh tokens (window/streaming) and heavy hitters
+ * (h2o, snapkv, keynorm) are evicted tokens kept anyway. They live in pinned
+ * slots after the sinks, in text order, with keys rotated at their cache
+ * position, so one query rotation serves sinks and them alike. Choosing them
+ * depends on data (scores, entropies), so the set changes only at commit:
+ * token by token (chunk 1) this is exact sequential decoding; inside a larger
+ * batch the set lags until the batch is committed.
  */
 #ifndef SS_KV_CACHE_H
 #define SS_KV_CACHE_H
@@ -49,26 +59,65 @@ typedef struct {
 
 typedef struct {
     ss_cache_config cfg;
-    int n_layer, n_head, head_dim;
-    int n_sink;         /* 0 unless streaming                               */
+    int n_layer, n_head, head_dim, rotary_dim;
+    double rotary_base;
+    int n_sink;         /* 0 unless streaming or a score policy             */
     int pinned, ring, slots;
     float *k, *v;       /* [layer][head][slot][head_dim]                    */
-    ss_schedule sched;  /* at the committed position                        */
+    ss_schedule sched;  /* advanced for the next token to come              */
+    /* dynamic pinned tokens: text positions, sorted, in slots n_sink.. */
+    int dyn_cap, n_dyn;
+    int64_t *dyn_pos;
+    /* per-slot data the selection reads */
+    int track_attention;  /* h2o, snapkv: attention probabilities per slot  */
+    int track_keynorm;    /* keynorm: key norms per slot                    */
+    int track_entropy;    /* entropy refresh or trigger                     */
+    float *score;         /* [slots] committed scores (higher = keep)       */
+    float *acc;           /* [n_acc][slots] per-thread accumulators          */
+    int n_acc;
+    float *entropy;       /* [slots] predictive entropy at that token       */
+    int32_t *token;       /* [slots] token ids (structural refresh)          */
+    uint8_t *structural;  /* [vocab] 1 for structural ids                   */
+    int vocab;
+    /* scratch of a dynamic-set rebuild */
+    int64_t *cand_pos;
+    float *cand_score, *cand_raw, *move_k, *move_v, *rot_cos, *rot_sin;
 } ss_kv_cache;
 
 ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err);
 
-/* max_pending: tokens that may be appended between two commits. */
+/* max_pending: tokens that may be appended between two commits; threads:
+ * accumulators for scores written during attention. */
 ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head,
-                        int head_dim, int max_pending, ss_error *err);
+                        int head_dim, int rotary_dim, double rotary_base, int vocab, int max_pending,
+                        int threads, ss_error *err);
 void ss_cache_release(ss_kv_cache *c);
 void ss_cache_reset(ss_kv_cache *c);
 size_t ss_cache_bytes(const ss_kv_cache *c);
 
 /* Applies to s the eviction due before the token at stream position t is
- * appended; returns how many keys it dropped and, through kept, how many the
- * cache holds once t is in. */
-int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int64_t *kept);
+ * appended (force: the entropy trigger fired); returns how many keys it
+ * dropped and, through kept, how many window + sink keys the cache holds
+ * once t is in. */
+int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int force, int64_t *kept);
+
+/* Whether the entropy trigger fires before token t, given that entropies of
+ * positions < known are available. */
+int ss_cache_entropy_force(const ss_kv_cache *c, int64_t t, int64_t known);
+
+/* Readies slot data for a token about to be written at position t. */
+void ss_cache_begin_token(ss_kv_cache *c, int64_t t, int32_t token);
+
+/* Folds the per-thread accumulators into the committed scores. */
+void ss_cache_collect_scores(ss_kv_cache *c);
+
+/* After the schedule evicted [first, first + dropped) before token t: keeps
+ * the chosen evicted tokens as dynamic pinned tokens (moving and re-rotating
+ * their keys), per the policy. */
+void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped);
+
+/* Slot of the token at text position t (sinks, then the ring). */
+size_t ss_cache_slot(const ss_kv_cache *c, int64_t t);
 
 /* The view of the query at position t, given s already advanced for t.
  * Fails when the full policy's capacity is exceeded. */
@@ -79,9 +128,10 @@ ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, s
 float *ss_cache_key(const ss_kv_cache *c, int layer, int head, int64_t t);
 float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t);
 
-/* Fills at most 3 runs (sinks, window, window wrap-around) for one query;
- * returns the count. q_pinned/q_window: the query rotated at cache_pos/pos. */
+/* Fills at most 3 runs (pinned, window, window wrap-around) for one query;
+ * returns the count. q_pinned/q_window: the query rotated at cache_pos/pos.
+ * acc (NULL: no tracking) is the calling thread's accumulator row. */
 int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view,
-                  const float *q_pinned, const float *q_window, ss_kv_run runs[3]);
+                  const float *q_pinned, const float *q_window, float *acc, ss_kv_run runs[3]);
 
 #endif

@@ -108,19 +108,41 @@ typedef enum {
     SS_CACHE_FULL = 0,      /* keep everything (capacity fixed at creation)  */
     SS_CACHE_WINDOW,        /* the most recent `window` tokens, no sinks     */
     SS_CACHE_STREAMING,     /* n_sink first tokens + `window` recent tokens  */
-    SS_CACHE_RECOMPUTE      /* re-encode the last `window` tokens every step */
+    SS_CACHE_RECOMPUTE,     /* re-encode the last `window` tokens every step */
+    SS_CACHE_H2O,           /* sinks + window + `heavy` tokens of highest
+                               accumulated attention (heavy hitters)         */
+    SS_CACHE_SNAPKV,        /* ... highest attention from the queries since
+                               the last eviction, max-pooled over neighbours */
+    SS_CACHE_KEYNORM        /* ... lowest key L2 norm                         */
 } ss_cache_policy;
+
+/* How window/streaming caches pick "refresh" tokens (dynamic sinks) from
+ * each evicted span. */
+typedef enum {
+    SS_REFRESH_UNIFORM = 0,  /* evenly spaced                                 */
+    SS_REFRESH_STRUCTURAL,   /* ids in structural_ids (newlines, full stops)  */
+    SS_REFRESH_ENTROPY       /* highest predictive entropy                    */
+} ss_refresh_select;
 
 typedef struct {
     ss_cache_policy policy;
-    int n_sink;          /* streaming only                                   */
-    int window;          /* recent tokens kept (window/streaming/recompute)  */
+    int n_sink;          /* streaming and score policies                     */
+    int window;          /* recent tokens kept (all but full)                */
     int capacity;        /* full policy: maximum tokens in the sequence      */
     int compress_every;  /* R >= 1: the cache may hold R-1 keys over budget,
                             then evicts in one batch                         */
     int max_drop;        /* 0 = unlimited; else at most this many evicted per
                             step, the rest over the following steps          */
     int overlap;         /* keys kept beyond the budget after an eviction    */
+    int heavy;           /* score policies: evicted tokens kept by score     */
+    int refresh_budget;  /* window/streaming: evicted tokens kept as dynamic
+                            sinks (0 = off)                                  */
+    ss_refresh_select refresh;
+    const int32_t *structural_ids; /* borrowed during ss_state_create only  */
+    int n_structural;
+    float entropy_threshold; /* > 0: evict at once (down to the budget) when
+                                the newest token's predictive entropy (nats)
+                                exceeds this, instead of waiting for R      */
 } ss_cache_config;
 
 /* One eviction, recorded for analysis (token-level NLL vs boundaries). */

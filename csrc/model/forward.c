@@ -46,8 +46,10 @@ ss_status ss_state_create(const ss_model *model, const ss_cache_config *cache, i
     } else {
         s->batch = max_batch;
     }
-    ss_status st = ss_cache_init(&s->cache, &inner, c->n_layer, c->n_head, model->head_dim,
-                                 cache->policy == SS_CACHE_RECOMPUTE ? s->batch : max_batch, err);
+    s->n_threads = omp_get_max_threads();
+    ss_status st = ss_cache_init(&s->cache, &inner, c->n_layer, c->n_head, model->head_dim, c->rotary_dim,
+                                 c->rotary_base, c->vocab_rows,
+                                 cache->policy == SS_CACHE_RECOMPUTE ? s->batch : max_batch, s->n_threads, err);
     if (st != SS_OK) {
         ss_free(s->history);
         ss_free(s->window_ids);
@@ -55,7 +57,6 @@ ss_status ss_state_create(const ss_model *model, const ss_cache_config *cache, i
         return st;
     }
     const size_t B = (size_t)s->batch, d = (size_t)c->d_model, half = (size_t)c->rotary_dim / 2 + 1;
-    s->n_threads = omp_get_max_threads();
     s->x = ss_alloc(B * d, sizeof(float));
     s->h = ss_alloc(B * d, sizeof(float));
     s->qkv = ss_alloc(B * 3 * d, sizeof(float));
@@ -74,6 +75,11 @@ ss_status ss_state_create(const ss_model *model, const ss_cache_config *cache, i
         (cache->policy == SS_CACHE_RECOMPUTE && (!s->history || !s->window_ids))) {
         ss_state_free(s);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate scratch memory for a batch of %d", max_batch);
+    }
+    if (model->device == SS_DEVICE_CUDA && (s->cache.dyn_cap > 0 || s->cache.acc)) {
+        ss_state_free(s);
+        return ss_fail(err, SS_ERR_UNSUPPORTED,
+                       "refresh tokens and score-based policies (h2o, snapkv, keynorm) run on the CPU only");
     }
     if (model->device == SS_DEVICE_CUDA) {
         st = ss_cuda_state_init(s, err);
@@ -120,7 +126,8 @@ static void attention(const ss_model *m, ss_state *s, int layer, int n) {
 
     /* Rotate q and k, store k and v. The GPT-NeoX QKV output is laid out per
      * head as [q | k | v]. Cheap: threads only for large batches. */
-#pragma omp parallel for collapse(2) schedule(static) if (n * c->n_head >= 256)
+    const int threads = s->n_threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (n * c->n_head >= 256)
     for (int i = 0; i < n; i++) {
         for (int h = 0; h < c->n_head; h++) {
             const ss_view *view = &s->views[i];
@@ -134,9 +141,12 @@ static void attention(const ss_model *m, ss_state *s, int layer, int n) {
             ss_rotary(k, c->rotary_dim, cs, sn);
             memcpy(ss_cache_key(kv, layer, h, view->pos), k, (size_t)hd * sizeof(float));
             memcpy(ss_cache_value(kv, layer, h, view->pos), v, (size_t)hd * sizeof(float));
+            if (kv->track_keynorm) {
+                float *acc = kv->acc + (size_t)omp_get_thread_num() * kv->slots;
+                acc[ss_cache_slot(kv, view->pos)] += sqrtf(ss_dot(k, k, hd));
+            }
         }
     }
-    const int threads = s->n_threads;
     /* Threads only pay off when there is enough attention work (keys x dims). */
     const int64_t work = (int64_t)n * c->n_head * hd * (s->views[n - 1].pos - s->views[n - 1].lo + 1 + s->views[n - 1].n_pinned);
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (work >= (1 << 15))
@@ -145,8 +155,10 @@ static void attention(const ss_model *m, ss_state *s, int layer, int n) {
             const float *q = s->qkv + (size_t)i * 3 * d + (size_t)h * 3 * hd;
             const float *qp = s->q_pinned + (size_t)i * d + (size_t)h * hd;
             ss_kv_run runs[3];
-            const int nr = ss_cache_runs(kv, layer, h, &s->views[i], qp, q, runs);
-            float *scores = s->scores + (size_t)omp_get_thread_num() * kv->slots;
+            const int tid = omp_get_thread_num();
+            float *acc = kv->track_attention ? kv->acc + (size_t)tid * kv->slots : NULL;
+            const int nr = ss_cache_runs(kv, layer, h, &s->views[i], qp, q, acc, runs);
+            float *scores = s->scores + (size_t)tid * kv->slots;
             ss_attend(s->attn + (size_t)i * d + (size_t)h * hd, runs, nr, hd, scale, scores);
         }
     }
@@ -177,27 +189,53 @@ static void layer_forward(const ss_model *m, ss_state *s, int li, int n) {
     }
 }
 
-/* Tokens at stream positions t0.. into the cache, whose schedule is at t0. */
+/* Entropy (nats) of softmax(logits). */
+static float entropy_of(const float *logits, int V) {
+    float max = -INFINITY;
+    for (int v = 0; v < V; v++)
+        if (logits[v] > max) max = logits[v];
+    double z = 0.0, ez = 0.0;
+    for (int v = 0; v < V; v++) {
+        const double d = (double)logits[v] - max, e = exp(d);
+        z += e;
+        ez += e * d;
+    }
+    return (float)(log(z) - ez / z);
+}
+
+/* Tokens at stream positions t0.. into the cache. */
 static ss_status forward_tokens(const ss_model *m, ss_state *s, const int32_t *tokens, int n,
                                 int64_t t0, float *logits, int n_out, ss_error *err) {
     const ss_model_config *c = &m->cfg;
     const int d = c->d_model, half = c->rotary_dim / 2;
     const size_t stride = (size_t)half + 1;
-    ss_schedule sched = s->cache.sched;
-    /* Pending tokens before this call advance the schedule copy too. */
-    for (int64_t t = s->committed; t < t0; t++) ss_schedule_advance(&s->cache, &sched, t, NULL);
+    ss_kv_cache *kv = &s->cache;
+    /* The committed schedule is advanced for position `committed`; pending
+     * tokens before this call, and this batch, advance a copy. Entropies of
+     * uncommitted tokens are not used, so that commit sees what the views saw
+     * when tokens come one by one. */
+    ss_schedule sched = kv->sched;
+    for (int64_t t = s->committed + 1; t < t0; t++)
+        ss_schedule_advance(kv, &sched, t, ss_cache_entropy_force(kv, t, s->committed), NULL);
     for (int i = 0; i < n; i++) {
-        ss_schedule_advance(&s->cache, &sched, t0 + i, NULL);
-        ss_status st = ss_cache_view(&s->cache, &sched, t0 + i, &s->views[i], err);
+        const int64_t t = t0 + i;
+        if (t > s->committed) ss_schedule_advance(kv, &sched, t, ss_cache_entropy_force(kv, t, s->committed), NULL);
+        ss_status st = ss_cache_view(kv, &sched, t, &s->views[i], err);
         if (st != SS_OK) return st;
         ss_rotary_table(s->rot_cos + i * stride, s->rot_sin + i * stride, c->rotary_dim, c->rotary_base, t0 + i);
         ss_rotary_table(s->pin_cos + i * stride, s->pin_sin + i * stride, c->rotary_dim, c->rotary_base,
                         s->views[i].cache_pos);
     }
+    for (int i = 0; i < n; i++) ss_cache_begin_token(kv, t0 + i, tokens[i]);
     const ss_view *last = &s->views[n - 1];
     s->last_visible = last->n_pinned + (int)(last->pos - last->lo + 1 > 0 ? last->pos - last->lo + 1 : 0);
-    return m->device == SS_DEVICE_CUDA ? ss_cuda_run_batch(m, s, tokens, n, logits, n_out, err)
-                                       : ss_cpu_run_batch(m, s, tokens, n, logits, n_out, err);
+    ss_status st = m->device == SS_DEVICE_CUDA ? ss_cuda_run_batch(m, s, tokens, n, logits, n_out, err)
+                                               : ss_cpu_run_batch(m, s, tokens, n, logits, n_out, err);
+    if (st == SS_OK && kv->entropy && logits)
+        for (int i = n - n_out; i < n; i++)
+            kv->entropy[ss_cache_slot(kv, t0 + i)] = entropy_of(logits + (size_t)(i - (n - n_out)) * c->vocab_rows,
+                                                                c->vocab_rows);
+    return st;
 }
 
 /* The CPU backend: embedding, layers, final LN and unembedding of a batch. */
@@ -270,6 +308,17 @@ ss_status ss_forward(const ss_model *m, ss_state *s, const int32_t *tokens, int 
     return st;
 }
 
+static void record_eviction(ss_state *s, int64_t step, int dropped, int64_t kept) {
+    if (s->n_events == s->cap_events) {
+        const size_t cap = s->cap_events ? 2 * s->cap_events : 256;
+        ss_eviction *grown = realloc(s->events, cap * sizeof *grown);
+        if (!grown) return; /* the log is best effort; decoding is not */
+        s->events = grown;
+        s->cap_events = cap;
+    }
+    s->events[s->n_events++] = (ss_eviction){step, dropped, (int32_t)kept};
+}
+
 ss_status ss_state_rollback(ss_state *s, int n, ss_error *err) {
     if (n < 0 || n > s->length - s->committed)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "cannot roll back %d tokens: %lld are pending", n,
@@ -279,20 +328,18 @@ ss_status ss_state_rollback(ss_state *s, int n, ss_error *err) {
 }
 
 void ss_state_commit(ss_state *s) {
-    if (s->cache.cfg.policy != SS_CACHE_RECOMPUTE) {
-        for (int64_t t = s->committed; t < s->length; t++) {
+    ss_kv_cache *kv = &s->cache;
+    if (kv->cfg.policy != SS_CACHE_RECOMPUTE) {
+        ss_cache_collect_scores(kv);
+        /* Evictions due before each committed token after the first, and
+         * before the next token to come: scores and entropies are complete. */
+        for (int64_t t = s->committed + 1; t <= s->length; t++) {
             int64_t kept = 0;
-            const int dropped = ss_schedule_advance(&s->cache, &s->cache.sched, t, &kept);
-            if (dropped > 0 && s->record) {
-                if (s->n_events == s->cap_events) {
-                    const size_t cap = s->cap_events ? 2 * s->cap_events : 256;
-                    ss_eviction *grown = realloc(s->events, cap * sizeof *grown);
-                    if (!grown) continue; /* the log is best effort; decoding is not */
-                    s->events = grown;
-                    s->cap_events = cap;
-                }
-                s->events[s->n_events++] = (ss_eviction){t, dropped, (int32_t)kept};
-            }
+            const int64_t first = kv->sched.first;
+            const int dropped = ss_schedule_advance(kv, &kv->sched, t, ss_cache_entropy_force(kv, t, s->length), &kept);
+            if (dropped == 0) continue;
+            ss_cache_select(kv, first, dropped);
+            if (s->record) record_eviction(s, t, dropped, kept);
         }
     }
     s->committed = s->length;

@@ -21,13 +21,27 @@ static int parse_dtype(const char *name, ss_dtype *out) {
     return 0;
 }
 
-/* (policy, n_sink, window, capacity, compress_every, max_drop, overlap) */
-static int parse_cache(PyObject *t, ss_cache_config *c) {
-    int policy;
-    if (!PyArg_ParseTuple(t, "iiiiiii", &policy, &c->n_sink, &c->window, &c->capacity,
-                          &c->compress_every, &c->max_drop, &c->overlap))
+/* (policy, n_sink, window, capacity, compress_every, max_drop, overlap, heavy,
+ *  refresh_budget, refresh, structural_ids, entropy_threshold). The structural
+ * ids array is kept in *ids (new reference, may be NULL) until the states that
+ * borrow it are created. */
+static int parse_cache(PyObject *t, ss_cache_config *c, PyArrayObject **ids) {
+    int policy, refresh;
+    PyObject *ids_obj;
+    memset(c, 0, sizeof *c);
+    *ids = NULL;
+    if (!PyArg_ParseTuple(t, "iiiiiiiiiiOf", &policy, &c->n_sink, &c->window, &c->capacity, &c->compress_every,
+                          &c->max_drop, &c->overlap, &c->heavy, &c->refresh_budget, &refresh, &ids_obj,
+                          &c->entropy_threshold))
         return -1;
     c->policy = (ss_cache_policy)policy;
+    c->refresh = (ss_refresh_select)refresh;
+    if (ids_obj != Py_None) {
+        *ids = (PyArrayObject *)PyArray_FROMANY(ids_obj, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+        if (!*ids) return -1;
+        c->structural_ids = PyArray_DATA(*ids);
+        c->n_structural = (int)PyArray_DIM(*ids, 0);
+    }
     return 0;
 }
 
@@ -182,15 +196,20 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     int chunk;
     if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!i", &ids_obj, &PyTuple_Type, &cache_t, &chunk)) return NULL;
     ss_cache_config cache;
-    if (parse_cache(cache_t, &cache) < 0) return NULL;
+    PyArrayObject *structural;
+    if (parse_cache(cache_t, &cache, &structural) < 0) return NULL;
     PyArrayObject *ids = as_ids(ids_obj, "ids");
-    if (!ids) return NULL;
+    if (!ids) {
+        Py_XDECREF(structural);
+        return NULL;
+    }
     const npy_intp n = PyArray_DIM(ids, 0);
     const int V = ss_model_get_config(self->model)->vocab_rows;
     npy_intp dims[2] = {n, V};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (!out) {
         Py_DECREF(ids);
+        Py_XDECREF(structural);
         return NULL;
     }
     ss_error err = {{0}};
@@ -210,6 +229,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     ss_state_free(state);
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
+    Py_XDECREF(structural);
     if (st != SS_OK) {
         Py_DECREF(out);
         return ss_py_raise(st, &err);
@@ -225,15 +245,19 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!ip", &ids_obj, &PyTuple_Type, &cache_t, &chunk, &record))
         return NULL;
     ss_cache_config cache;
-    if (parse_cache(cache_t, &cache) < 0) return NULL;
+    PyArrayObject *structural;
+    if (parse_cache(cache_t, &cache, &structural) < 0) return NULL;
     PyArrayObject *ids = as_ids(ids_obj, "ids");
-    if (!ids) return NULL;
+    if (!ids) {
+        Py_XDECREF(structural);
+        return NULL;
+    }
     const npy_intp n = PyArray_DIM(ids, 0);
     npy_intp nd = n > 1 ? n - 1 : 0, nv = n;
     PyArrayObject *nll = (PyArrayObject *)PyArray_ZEROS(1, &nd, NPY_FLOAT32, 0);
     PyArrayObject *vis = (PyArrayObject *)PyArray_ZEROS(1, &nv, NPY_INT32, 0);
     if (!nll || !vis) {
-        Py_XDECREF(nll); Py_XDECREF(vis); Py_DECREF(ids);
+        Py_XDECREF(nll); Py_XDECREF(vis); Py_DECREF(ids); Py_XDECREF(structural);
         return NULL;
     }
     ss_error err = {{0}};
@@ -252,6 +276,7 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
+    Py_XDECREF(structural);
     PyArrayObject *events = NULL;
     if (st == SS_OK) {
         size_t count = 0;
@@ -344,21 +369,22 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     ss_cache_config tcache, dcache;
     ss_speculative spec;
     ss_sampling samp;
-    if (parse_cache(tcache_t, &tcache) < 0 || parse_cache(dcache_t, &dcache) < 0 ||
-        parse_spec(spec_t, &spec) < 0 || parse_sampling(samp_t, &samp) < 0)
+    PyArrayObject *t_ids = NULL, *d_ids = NULL;
+    if (parse_cache(tcache_t, &tcache, &t_ids) < 0 || parse_cache(dcache_t, &dcache, &d_ids) < 0 ||
+        parse_spec(spec_t, &spec) < 0 || parse_sampling(samp_t, &samp) < 0) {
+        Py_XDECREF(t_ids);
+        Py_XDECREF(d_ids);
         return -1;
-    if (check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0))
-        return -1;
-    PyArrayObject *prompt = as_ids(prompt_obj, "prompt");
-    if (!prompt) return -1;
-    PyArrayObject *stops = as_ids(stop_obj, "stop_token_ids");
-    if (!stops) {
-        Py_DECREF(prompt);
+    }
+    PyArrayObject *prompt = NULL, *stops = NULL;
+    if (check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0) ||
+        !(prompt = as_ids(prompt_obj, "prompt")) || !(stops = as_ids(stop_obj, "stop_token_ids"))) {
+        Py_XDECREF(prompt); Py_XDECREF(stops); Py_XDECREF(t_ids); Py_XDECREF(d_ids);
         return -1;
     }
     const npy_intp n_prompt = PyArray_DIM(prompt, 0);
     if (n_prompt > INT32_MAX) {
-        Py_DECREF(prompt); Py_DECREF(stops);
+        Py_DECREF(prompt); Py_DECREF(stops); Py_XDECREF(t_ids); Py_XDECREF(d_ids);
         PyErr_SetString(PyExc_ValueError, "prompt is too long");
         return -1;
     }
@@ -373,6 +399,8 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     Py_END_ALLOW_THREADS
     Py_DECREF(prompt);
     Py_DECREF(stops);
+    Py_XDECREF(t_ids);
+    Py_XDECREF(d_ids);
     if (st != SS_OK) {
         ss_py_raise(st, &err);
         return -1;

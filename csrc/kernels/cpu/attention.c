@@ -64,8 +64,14 @@ __attribute__((always_inline)) static inline void attend_impl(
     const float inv = 1.0f / sum;
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     total = 0;
-    for (int r = 0; r < n_runs; r++)
-        for (int j = 0; j < runs[r].n; j++) axpy(out, scores[total++] * inv, runs[r].v + (size_t)j * hd, hd);
+    for (int r = 0; r < n_runs; r++) {
+        float *prob_sum = runs[r].prob_sum;
+        for (int j = 0; j < runs[r].n; j++) {
+            const float p = scores[total++] * inv;
+            if (prob_sum) prob_sum[j] += p;
+            axpy(out, p, runs[r].v + (size_t)j * hd, hd);
+        }
+    }
 }
 
 #if SS_X86
@@ -84,4 +90,11 @@ void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, floa
     }
 #endif
     attend_impl(out, runs, n_runs, head_dim, scale, scores, dot_scalar, axpy_scalar);
+}
+
+float ss_dot(const float *a, const float *b, int n) {
+#if SS_X86
+    if (ss_have_avx2()) return dot_avx2(a, b, n);
+#endif
+    return dot_scalar(a, b, n);
 }

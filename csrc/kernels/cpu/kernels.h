@@ -46,7 +46,11 @@ typedef struct {
     const float *q;
     const float *k, *v;
     int n;
+    float *prob_sum; /* optional: += each key's attention probability */
 } ss_kv_run;
+
+/* Dot product of two f32 vectors. */
+float ss_dot(const float *a, const float *b, int n);
 
 /* out[head_dim] = softmax(q.k * scale over all runs) . v. scores needs room
  * for the total number of keys. */
