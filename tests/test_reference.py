@@ -18,7 +18,8 @@ from hypothesis import strategies as st_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import (  # noqa: E402
-    SELECT_POLICIES, Eviction, RefModel, snapkv_pool, softmax, stream_schedule, top_by_score, uniform_refresh,
+    SELECT_POLICIES, Eviction, RefModel, rotate, snapkv_pool, softmax, stream_schedule, top_by_score,
+    uniform_refresh,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -330,8 +331,6 @@ def full_attention_received(model: RefModel, ids: np.ndarray) -> tuple[np.ndarra
     pos = np.arange(n)
     A = np.zeros((n, n))
     norms = np.zeros(n)
-    from reference import rotate
-
     for layer in range(c.n_layer):
         q, k, v = model._qkv(layer, model._ln(layer, "input_layernorm", x))
         norms += np.linalg.norm(k, axis=-1).sum(axis=-1)
