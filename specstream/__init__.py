@@ -21,13 +21,18 @@ from . import _core  # noqa: E402
 from .config import ModelConfig
 from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
 from . import eval
+from .defaults import default_text, load_default
 from .model import Model, TokenStream, load
+from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "load",
+    "load_default",
+    "default_text",
     "Model",
+    "Tokenizer",
     "ModelConfig",
     "CacheConfig",
     "SpeculativeConfig",

@@ -9,6 +9,7 @@ so a bad value fails with a message naming the field before any work starts.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -207,15 +208,26 @@ class CacheConfig:
 _STRUCTURAL_CHARS = set("\n.!?;:\"'")
 
 
+_structural_cache: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+
+
 def structural_token_ids(tokenizer: Any) -> tuple:
     """Ids of tokens that mark structure: any newline, or ending in sentence
-    punctuation or a quote (after stripping spaces)."""
+    punctuation or a quote (after stripping spaces). Cached per tokenizer."""
+    try:
+        return _structural_cache[tokenizer]
+    except (KeyError, TypeError):
+        pass
     out = []
     for i in range(int(tokenizer.vocab_size)):
         text = tokenizer.decode([i])
         stripped = text.rstrip(" ")
         if "\n" in text or (stripped and stripped[-1] in _STRUCTURAL_CHARS):
             out.append(i)
+    try:
+        _structural_cache[tokenizer] = tuple(out)
+    except TypeError:  # not weak-referenceable: no cache
+        pass
     return tuple(out)
 
 
