@@ -134,11 +134,12 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
         c->cand_pos = ss_alloc(cand, sizeof(int64_t));
         c->cand_score = ss_alloc(cand, sizeof(float));
         c->cand_raw = ss_alloc(cand, sizeof(float));
+        c->cand_win = ss_alloc(cand, 1);
         c->move_k = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
         c->move_v = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
         c->rot_cos = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
         c->rot_sin = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
-        ok = ok && c->dyn_pos && c->score && c->entropy && c->token && c->cand_pos && c->cand_score && c->cand_raw && c->move_k &&
+        ok = ok && c->dyn_pos && c->score && c->entropy && c->token && c->cand_pos && c->cand_score && c->cand_raw && c->cand_win && c->move_k &&
              c->move_v && c->rot_cos && c->rot_sin;
     } else if (c->track_entropy) {
         c->entropy = ss_alloc(S, sizeof(float));
@@ -172,13 +173,13 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
 
 void ss_cache_release(ss_kv_cache *c) {
     void *bufs[] = {c->k, c->v, c->dyn_pos, c->score, c->acc, c->entropy, c->token, c->structural,
-                    c->cand_pos, c->cand_score, c->cand_raw, c->move_k, c->move_v, c->rot_cos, c->rot_sin};
+                    c->cand_pos, c->cand_score, c->cand_raw, c->cand_win, c->move_k, c->move_v, c->rot_cos, c->rot_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
     c->k = c->v = NULL;
     c->dyn_pos = NULL;
     c->score = c->acc = c->entropy = c->cand_score = c->cand_raw = c->move_k = c->move_v = c->rot_cos = c->rot_sin = NULL;
     c->token = NULL;
-    c->structural = NULL;
+    c->structural = c->cand_win = NULL;
     c->cand_pos = NULL;
 }
 
@@ -314,19 +315,22 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 /* The m candidates with the highest score (ties: larger position), in
- * candidate order; returns how many were kept (<= m). */
-static int keep_top(int64_t *pos, float *score, int n, int m) {
+ * candidate order; returns how many were kept (<= m). Winners are decided
+ * against the full list first, then compacted. */
+static int keep_top(int64_t *pos, float *score, int n, int m, uint8_t *win) {
     if (n <= m) return n;
-    int kept = 0;
     for (int i = 0; i < n; i++) {
         int better = 0; /* candidates that beat i */
         for (int j = 0; j < n && better < m; j++)
             if (score[j] > score[i] || (score[j] == score[i] && pos[j] > pos[i])) better++;
-        if (better < m) {
-            pos[kept] = pos[i];
-            score[kept] = score[i];
-            kept++;
-        }
+        win[i] = better < m;
+    }
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (!win[i]) continue;
+        pos[kept] = pos[i];
+        score[kept] = score[i];
+        kept++;
     }
     return kept;
 }
@@ -404,7 +408,7 @@ void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped) {
                 pos[n] = p;
                 sc[n++] = c->entropy[source_slot(c, p, &dummy)];
             }
-            n = keep_top(pos, sc, n, M);
+            n = keep_top(pos, sc, n, M, c->cand_win);
             break;
         }
         for (int j = 0; j < c->n_dyn; j++) pos[n++] = c->dyn_pos[j];
@@ -431,7 +435,7 @@ void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped) {
                 sc[i] = m;
             }
         }
-        n = keep_top(pos, sc, n, M);
+        n = keep_top(pos, sc, n, M, c->cand_win);
     }
     rebuild_pinned(c, pos, n);
     if (c->cfg.policy == SS_CACHE_SNAPKV) memset(c->score, 0, (size_t)c->slots * sizeof(float));

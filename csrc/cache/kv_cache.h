@@ -81,6 +81,7 @@ typedef struct {
     int vocab;
     /* scratch of a dynamic-set rebuild */
     int64_t *cand_pos;
+    uint8_t *cand_win;
     float *cand_score, *cand_raw, *move_k, *move_v, *rot_cos, *rot_sin;
 } ss_kv_cache;
 
