@@ -41,8 +41,18 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
         if base is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=f"(default: {f.default})")
+        elif base is tuple:
+            group.add_argument(flag, dest=dest, type=_int_tuple, default=None,
+                               help=f"comma-separated ints (default: {f.default or 'none'})")
         else:
             group.add_argument(flag, dest=dest, type=base, default=None, help=f"(default: {f.default})")
+
+
+def _int_tuple(text: str) -> tuple:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _dataclass_from_args(cls: type, ns: argparse.Namespace, prefix: str) -> Any:
