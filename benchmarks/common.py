@@ -7,12 +7,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import specstream
+from specstream._atomic import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -64,11 +64,6 @@ def random_model(shape: str, dtype: str = "f32", seed: int = 0) -> Path:
 
 def save_json(name: str, doc: dict[str, Any]) -> Path:
     """Writes results/NAME atomically and returns its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    fd, tmp = tempfile.mkstemp(prefix=name, dir=RESULTS)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
     return path

@@ -12,13 +12,12 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._atomic import write_text_atomic
 from .generation import CacheConfig
 from .model import Model, TokenIds, _peak_rss_bytes
 
@@ -105,7 +104,7 @@ class PerplexityResult:
         doc["eviction_log"] = self.evictions.tolist()
         text = json.dumps(doc)
         if path is not None:
-            _write_atomic(Path(path), text)
+            write_text_atomic(path, text)
         return text
 
     def plot(self, path: Optional[PathLike] = None, smooth: int = 32, title: Optional[str] = None) -> "Any":
@@ -139,19 +138,6 @@ class PerplexityResult:
             fig.savefig(path, dpi=120)
             plt.close(fig)
         return fig
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def perplexity(model: Model, ids: TokenIds, cache: Optional[CacheConfig] = None, chunk: int = 1,

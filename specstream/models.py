@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
 import numpy as np
 
+from ._atomic import write_text_atomic
 from .config import ModelConfig, HF_NAMES, field_for_key
 from .safetensors import INDEX_FILE, SINGLE_FILE, LazyTensor, f32_to_bf16, save_lazy
 
@@ -178,21 +178,6 @@ def _producer(name: str, shape: tuple[int, ...], cfg: ModelConfig, seed: int, st
     return make
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 _SHARD_RE = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 
 
@@ -279,10 +264,10 @@ def create_random(
                 save_lazy(group, out / fname, metadata=meta)
                 weight_map.update({e.name: fname for e in group})
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            _write_text_atomic(out / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+            write_text_atomic(out / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     finally:
         if bar is not None:
             bar.close()
 
-    _write_text_atomic(out / "config.json", json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
     return out

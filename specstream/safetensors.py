@@ -30,12 +30,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
+
+from ._atomic import atomic_open
 
 __all__ = [
     "SafetensorsError",
@@ -478,37 +479,24 @@ def save_lazy(
             raise SafetensorsError(f"tensor {e.name!r}: unknown dtype {e.dtype!r}")
     entries.sort(key=lambda e: -DTYPE_TO_NUMPY[e.dtype].itemsize)
     raw = _build_header(entries, metadata)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
-            for e in entries:
-                arr = np.asarray(e.make())
-                want = DTYPE_TO_NUMPY[e.dtype]
-                if arr.dtype.kind != want.kind or arr.dtype.itemsize != want.itemsize:
-                    raise SafetensorsError(
-                        f"tensor {e.name!r}: producer returned {arr.dtype}, expected {want} for {e.dtype}"
-                    )
-                if tuple(arr.shape) != tuple(e.shape):
-                    raise SafetensorsError(
-                        f"tensor {e.name!r}: producer returned shape {arr.shape}, expected {e.shape}"
-                    )
-                arr = _c_contiguous(arr.astype(want, copy=False))
-                if arr.size:
-                    f.write(memoryview(arr.reshape(-1)).cast("B"))
-                del arr
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for e in entries:
+            arr = np.asarray(e.make())
+            want = DTYPE_TO_NUMPY[e.dtype]
+            if arr.dtype.kind != want.kind or arr.dtype.itemsize != want.itemsize:
+                raise SafetensorsError(
+                    f"tensor {e.name!r}: producer returned {arr.dtype}, expected {want} for {e.dtype}"
+                )
+            if tuple(arr.shape) != tuple(e.shape):
+                raise SafetensorsError(
+                    f"tensor {e.name!r}: producer returned shape {arr.shape}, expected {e.shape}"
+                )
+            arr = _c_contiguous(arr.astype(want, copy=False))
+            if arr.size:
+                f.write(memoryview(arr.reshape(-1)).cast("B"))
+            del arr
 
 
 # --------------------------------------------------------------------- directories
