@@ -710,6 +710,43 @@ def test_missing_file(tmp_path: Path) -> None:
         Tokenizer.from_file(tmp_path / "nope.json")
 
 
+def test_core_checks_what_it_is_handed() -> None:
+    """The C core validates its arrays itself (it is a C API too)."""
+    from specstream import _core
+
+    vocab = [b"a", b"b", b"ab", b"c"]
+    data = b"".join(vocab)
+    offsets = np.array([0, 1, 2, 4, 5], dtype=np.int64)
+    merges = np.array([[0, 1, 2]], dtype=np.int32)
+
+    def make(data=data, offsets=offsets, merges=merges, added=(), unk=-1):
+        return _core.Tokenizer(data, offsets, merges, list(added), unk, False, False, True, False)
+
+    assert make().encode("abc", 3).tolist() == [2, 3]
+    tok = ("<s>", "<s>", 4, True, False, False, False, False)
+    assert make(added=[tok]).encode("ab<s>", 3).tolist() == [2, 4]
+    cases = [
+        (dict(merges=np.array([[0, 1, 9]], dtype=np.int32)), "merge 0 names id 9"),
+        (dict(merges=np.array([[-1, 1, 2]], dtype=np.int32)), "merge 0 names id -1"),
+        (dict(merges=np.array([[0, 1, 3]], dtype=np.int32)), "not the concatenation"),
+        (dict(merges=np.array([[0, 1]], dtype=np.int32)), "\\(n, 3\\)"),
+        (dict(offsets=np.array([0, 2, 1, 4, 5], dtype=np.int64)), "decrease"),
+        (dict(offsets=np.array([1, 2, 3, 4, 5], dtype=np.int64)), "vocab_offsets\\[0\\]"),
+        (dict(offsets=np.array([0, 1, 2, 4, 9], dtype=np.int64)), "ends at 9"),
+        (dict(added=[("<s>", "<s>", 7, True, False, False, False, False)]), "outside \\[0, 5\\)"),
+        (dict(added=[("<s>", "<s>", 0, True, False, False, False, False)]), "belongs to 'a'"),
+        (dict(added=[("", "", 4, True, False, False, False, False)]), "empty content"),
+        (dict(added=[("<s>", "", 4, True, False, False, False, False)]), "empty pattern"),
+        (dict(unk=4), "unk_id 4"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            make(**kwargs)
+    t = make()
+    with pytest.raises(RuntimeError, match="already initialised"):
+        t.__init__(data, offsets, merges, [], -1, False, False, True, False)
+
+
 # ----------------------------------------------------------- NFC helper
 
 

@@ -253,7 +253,8 @@ static ss_status encode_word(encoder *e, const uint8_t *w, size_t n) {
     }
     size_t before = e->out.len;
     ss_status st = tok_bpe_word(&e->tok->bpe, &e->scratch, w, n, &e->out, e->err);
-    if (st == SS_OK) tok_wordcache_add(&e->cache, w, n, e->out.data + before, e->out.len - before);
+    if (st == SS_OK && e->out.len > before)
+        tok_wordcache_add(&e->cache, w, n, e->out.data + before, e->out.len - before);
     return st;
 }
 

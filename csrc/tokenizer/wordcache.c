@@ -34,7 +34,7 @@ const int32_t *tok_wordcache_find(const tok_wordcache *c, const uint8_t *w, size
 }
 
 static int grow(tok_wordcache *c) {
-    size_t n_slots = c->slots ? 2 * (c->mask + 1) : 1024;
+    size_t n_slots = c->slots ? 2 * (c->mask + 1) : 64;
     tok_cache_slot *slots = calloc(n_slots, sizeof *slots);
     if (!slots) return -1;
     tok_wordcache old = *c;
@@ -50,8 +50,9 @@ static int grow(tok_wordcache *c) {
 }
 
 static int append(void **buf, size_t *len, size_t *cap, const void *src, size_t n, size_t elem) {
+    if (n == 0) return 0;
     if (*len + n > *cap) {
-        size_t new_cap = *cap ? *cap : 4096;
+        size_t new_cap = *cap ? *cap : 256;
         while (new_cap < *len + n) new_cap *= 2;
         void *p = realloc(*buf, new_cap * elem);
         if (!p) return -1;
@@ -64,7 +65,7 @@ static int append(void **buf, size_t *len, size_t *cap, const void *src, size_t 
 }
 
 void tok_wordcache_add(tok_wordcache *c, const uint8_t *w, size_t n, const int32_t *ids, size_t n_ids) {
-    if (n > TOK_CACHE_MAX_WORD || c->count >= MAX_WORDS) return;
+    if (n > TOK_CACHE_MAX_WORD || n_ids == 0 || c->count >= MAX_WORDS) return;
     if ((!c->slots || 2 * (c->count + 1) > c->mask + 1) && grow(c) != 0) return;
     uint64_t prefix = tok_word_prefix(w, n);
     uint32_t tag = live_tag(w, n, prefix);
