@@ -158,25 +158,25 @@ def _components(obj: Any, kind: str, list_key: str, where: str) -> list[Mapping[
 def _parse_merges(raw: Any, vocab: Mapping[str, int], where: str) -> np.ndarray:
     if not isinstance(raw, list):
         raise _fail(where, f"'model.merges' must be a list, got {type(raw).__name__}")
-    rows = np.empty((len(raw), 3), dtype=np.int32)
+    flat: list[int] = []
+    get = vocab.get
     for i, m in enumerate(raw):
         if isinstance(m, str):
-            parts = m.split(" ")
-            if len(parts) != 2:
+            a, sep, b = m.partition(" ")
+            if not sep or " " in b:
                 raise _fail(where, f"model.merges[{i}] = {m!r} is not two tokens separated by one space")
-        elif isinstance(m, (list, tuple)) and len(m) == 2 and all(isinstance(p, str) for p in m):
-            parts = list(m)
+        elif isinstance(m, (list, tuple)) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str):
+            a, b = m
         else:
             raise _fail(where, f"model.merges[{i}] = {m!r:.80} must be 'a b' or [a, b]")
-        a, b = parts
-        for tok in (a, b):
-            if tok not in vocab:
-                raise _fail(where, f"model.merges[{i}] names {tok!r}, which is not in the vocabulary")
-        merged = vocab.get(a + b)
-        if merged is None:
+        ia, ib, im = get(a), get(b), get(a + b)
+        if ia is None or ib is None or im is None:
+            for tok in (a, b):
+                if tok not in vocab:
+                    raise _fail(where, f"model.merges[{i}] names {tok!r}, which is not in the vocabulary")
             raise _fail(where, f"model.merges[{i}] gives {a + b!r}, which is not in the vocabulary")
-        rows[i] = (vocab[a], vocab[b], merged)
-    return rows
+        flat += (ia, ib, im)
+    return np.array(flat, dtype=np.int32).reshape(-1, 3)
 
 
 def _parse_added(raw: Any, vocab: Mapping[str, int], where: str) -> list[_AddedToken]:
@@ -254,7 +254,7 @@ def _parse(obj: Any, where: str) -> _Spec:
     for tok, tid in vocab.items():
         if not tok:
             raise _fail(where, "'model.vocab' has an empty token")
-        if not _is_int(tid) or tid < 0:
+        if type(tid) is not int or tid < 0:
             raise _fail(where, f"vocabulary id of {tok!r} must be a non-negative integer, got {tid!r}")
         if tid in owner:
             raise _fail(where, f"vocabulary id {tid} is given to both {owner[tid]!r} and {tok!r}")

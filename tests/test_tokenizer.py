@@ -384,6 +384,22 @@ def test_vocabulary_api(neox: Tokenizer, hf_neox: Any) -> None:
 
 
 @needs_data
+def test_threads_share_a_tokenizer(neox: Tokenizer) -> None:
+    """Long texts are encoded with the GIL released; calls share nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = text_files()
+    if not files:
+        pytest.skip("no text files")
+    text = files[0].read_text(encoding="utf-8")[:400_000]
+    texts = [text[i * 50_000 :] for i in range(8)]
+    expected = [neox.encode(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(neox.encode, texts))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+@needs_data
 def test_encode_batch(neox: Tokenizer, hf_neox: Any) -> None:
     texts = ["one", "", "two <|endoftext|> three", "e\u0301"]
     out = neox.encode_batch(texts)
