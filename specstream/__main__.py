@@ -5,6 +5,9 @@ Commands:
                    with any cache policy; prints tokens/s, acceptance, memory
     eval-ppl       perplexity of a text streamed through a cache policy
     create-random  write a random Pythia-shaped model directory
+    sweep          run an ablation grid from a TOML sweep file (resumable JSONL store)
+    merge          unite a sweep directory's shard files into results.jsonl
+    plot           Pareto fronts, acceptance vs k, recommended configurations
 
 Every field of CacheConfig and SpeculativeConfig is a flag of its own
 (``--window 252``, ``--compress-every 16``, ``--k 4``, ``--adaptive``...),
@@ -244,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--dtype", default="f32")
     c.set_defaults(func=cmd_create_random)
+
+    from .experiments import register_cli  # sweep, merge, plot
+
+    register_cli(sub)
     return p
 
 
