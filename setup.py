@@ -85,7 +85,8 @@ def cuda_libdir(home: str) -> str:
 
 CUDA = find_cuda()
 cuda_sources = sorted(glob.glob("csrc/kernels/cuda/*.cu")) if CUDA else []
-cuda_headers = sorted(glob.glob("csrc/kernels/cuda/*.h") + glob.glob("csrc/kernels/cuda/*.cuh")) if CUDA else []
+# every header a .cu file may include (the C structs it reads): a change rebuilds
+cuda_headers = sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/kernels/cuda/*.cuh")) if CUDA else []
 define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if CUDA:
     define_macros.append(("SS_WITH_CUDA", "1"))
