@@ -1,6 +1,9 @@
 /* The extension module specstream._core: wires the binding files together. */
 #include "binding.h"
 #include "kernels/cpu/kernels.h"
+#ifdef SS_WITH_CUDA
+#include "kernels/cuda/cuda_api.h"
+#endif
 
 #define PY_ARRAY_UNIQUE_SYMBOL SS_ARRAY_API
 #include <numpy/arrayobject.h>
@@ -58,11 +61,74 @@ static PyObject *read_bandwidth(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(gbs);
 }
 
+static PyObject *cuda_available(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyLong_FromLong(ss_cuda_available());
+}
+
+/* {"cuda": bool, ...}: what this build was compiled with (no GPU needed). */
+static PyObject *build_info(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+#ifdef SS_WITH_CUDA
+    const int rt = ss_cuda_compiled_runtime_version(), loaded = ss_cuda_loaded_runtime_version();
+    return Py_BuildValue("{s:O,s:s,s:i,s:i,s:i,s:s}", "cuda", Py_True, "cpu_kernels", ss_cpu_kernels(),
+                         "cuda_runtime", rt, "cuda_runtime_loaded", loaded, "cublas", ss_cuda_compiled_cublas_version(),
+                         "cuda_archs", ss_cuda_archs());
+#else
+    return Py_BuildValue("{s:O,s:s}", "cuda", Py_False, "cpu_kernels", ss_cpu_kernels());
+#endif
+}
+
+static PyObject *cuda_device_name(PyObject *self, PyObject *args) {
+    (void)self;
+    int device = 0;
+    if (!PyArg_ParseTuple(args, "|i", &device)) return NULL;
+#ifdef SS_WITH_CUDA
+    char name[256];
+    ss_error err = {{0}};
+    ss_status st = ss_cuda_device_name(device, name, sizeof name, &err);
+    if (st != SS_OK) return ss_py_raise(st, &err);
+    return PyUnicode_FromString(name);
+#else
+    PyErr_SetString(PyExc_RuntimeError, "this build of specstream has no CUDA backend");
+    return NULL;
+#endif
+}
+
+static PyObject *cuda_copy_bandwidth(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t bytes;
+    int repeats;
+    if (!PyArg_ParseTuple(args, "ni", &bytes, &repeats)) return NULL;
+    if (bytes < (1 << 20) || repeats < 1) {
+        PyErr_SetString(PyExc_ValueError, "cuda_copy_bandwidth needs bytes >= 1 MiB and repeats >= 1");
+        return NULL;
+    }
+#ifdef SS_WITH_CUDA
+    double gbs = 0.0;
+    ss_error err = {{0}};
+    ss_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_cuda_copy_bandwidth((size_t)bytes, repeats, &gbs, &err);
+    Py_END_ALLOW_THREADS
+    if (st != SS_OK) return ss_py_raise(st, &err);
+    return PyFloat_FromDouble(gbs);
+#else
+    PyErr_SetString(PyExc_RuntimeError, "this build of specstream has no CUDA backend");
+    return NULL;
+#endif
+}
+
 static PyMethodDef module_methods[] = {
     {"read_bandwidth", read_bandwidth, METH_VARARGS, "read_bandwidth(bytes, repeats) -> GB/s (best run)"},
     {"cpu_kernels", cpu_kernels, METH_NOARGS, "SIMD kernels picked at run time."},
     {"set_num_threads", set_num_threads, METH_O, "Set the number of OpenMP threads."},
     {"get_num_threads", get_num_threads, METH_NOARGS, "Number of OpenMP threads in use."},
+    {"cuda_available", cuda_available, METH_NOARGS, "Number of usable CUDA GPUs (0 without a GPU or a CUDA build)."},
+    {"build_info", build_info, METH_NOARGS, "What this build was compiled with: {'cuda': bool, ...}."},
+    {"cuda_device_name", cuda_device_name, METH_VARARGS, "cuda_device_name(device=0) -> GPU name"},
+    {"cuda_copy_bandwidth", cuda_copy_bandwidth, METH_VARARGS,
+     "cuda_copy_bandwidth(bytes, repeats) -> GB/s of a device-to-device copy (read + write), best run"},
     {NULL, NULL, 0, NULL},
 };
 
