@@ -300,6 +300,30 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     return Py_BuildValue("(NNNddnL)", nll, vis, events, first_s, rest_s, (Py_ssize_t)cache_bytes, (long long)done);
 }
 
+/* to_device(device): 0 = CPU, 1 = CUDA GPU (uploads the weights). */
+static PyObject *Model_to_device(ModelObject *self, PyObject *arg) {
+    if (check_model(self) < 0) return NULL;
+    const long device = PyLong_AsLong(arg);
+    if (device == -1 && PyErr_Occurred()) return NULL;
+    if (device < 0 || device > 1) {
+        PyErr_Format(PyExc_ValueError, "device must be 0 (CPU) or 1 (CUDA), got %ld", device);
+        return NULL;
+    }
+    ss_error err = {{0}};
+    ss_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_model_set_device(self->model, (int)device, &err);
+    Py_END_ALLOW_THREADS
+    if (st != SS_OK) return ss_py_raise(st, &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_get_device(ModelObject *self, void *closure) {
+    (void)closure;
+    if (check_model(self) < 0) return NULL;
+    return PyLong_FromLong(ss_model_get_device(self->model));
+}
+
 static PyObject *Model_get_weight_bytes(ModelObject *self, void *closure) {
     (void)closure;
     if (check_model(self) < 0) return NULL;
@@ -315,12 +339,14 @@ static PyObject *Model_get_vocab_rows(ModelObject *self, void *closure) {
 static PyMethodDef Model_methods[] = {
     {"forward", (PyCFunction)Model_forward, METH_VARARGS, "forward(ids, cache, chunk) -> logits"},
     {"eval_nll", (PyCFunction)Model_eval_nll, METH_VARARGS, "eval_nll(ids, cache, chunk, record) -> tuple"},
+    {"to_device", (PyCFunction)Model_to_device, METH_O, "to_device(device): 0 = CPU, 1 = CUDA GPU"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef Model_getset[] = {
     {"weight_bytes", (getter)Model_get_weight_bytes, NULL, "bytes of weights read per decode step", NULL},
     {"vocab_rows", (getter)Model_get_vocab_rows, NULL, "rows of the embedding matrices", NULL},
+    {"device", (getter)Model_get_device, NULL, "0 = CPU, 1 = CUDA GPU", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
