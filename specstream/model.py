@@ -36,6 +36,7 @@ _MAX_CHUNK = 1 << 20          # the core's limit on tokens per forward call
 _MIN_TEMPERATURE = 1e-30      # below this 1/T overflows float32 in the sampler
 _MAX_TEMPERATURE = float(np.finfo(np.float32).max)
 _WEIGHT_DTYPES = ("F32", "F16", "BF16")
+_DEVICES = {"cpu": 0, "cuda": 1}   # the core's ss_device
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -90,17 +91,18 @@ class Model:
     """
 
     def __init__(self, core: "_core.Model", config: ModelConfig, dtype: str, path: Optional[Path] = None,
-                 tokenizer: object = None) -> None:
+                 tokenizer: object = None, device: str = "cpu") -> None:
         self._core = core
         self.config = config
         self.dtype = dtype
         self.path = path
         self.tokenizer = tokenizer
+        self.device = device
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Model({str(self.path) if self.path else '<memory>'!r}, layers={c.n_layer}, d_model={c.d_model}, "
-                f"heads={c.n_head}, vocab={c.vocab_size}, dtype={self.dtype})")
+                f"heads={c.n_head}, vocab={c.vocab_size}, dtype={self.dtype}, device={self.device})")
 
     @property
     def vocab_size(self) -> int:
@@ -331,14 +333,15 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
     weight matrices are stored and read while decoding; norms and biases are
     f32. Stored tensors of that dtype are used in place (memory-mapped, no
     copy); others are converted once. A ``tokenizer.json`` in the directory is
-    loaded as ``model.tokenizer``.
+    loaded as ``model.tokenizer``. ``device="cuda"`` uploads the weights to
+    the GPU once (states and generators of the model then run there); it
+    raises a RuntimeError saying why when this build or machine cannot.
     """
     core_dtype = normalize_dtype(dtype)
-    if device != "cpu":
-        if device == "cuda":
-            raise RuntimeError("device='cuda': this build of specstream has no CUDA backend available "
-                               "(no GPU or not compiled with CUDA)")
+    if device not in _DEVICES:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        _check_cuda()
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such model directory")
@@ -351,4 +354,19 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
             tensors.setdefault(p + "query_key_value.bias", np.zeros(3 * config.d_model, np.float32))
             tensors.setdefault(p + "dense.bias", np.zeros(config.d_model, np.float32))
     core = _core.Model(_core_config(config), tensors, core_dtype)
-    return Model(core, config, core_dtype, directory, _find_tokenizer(directory))
+    if device == "cuda":
+        try:
+            core.to_device(_DEVICES["cuda"])
+        except (NotImplementedError, MemoryError, ValueError) as e:
+            raise RuntimeError(f"device='cuda': cannot move {directory} to the GPU: {e}") from e
+    return Model(core, config, core_dtype, directory, _find_tokenizer(directory), device=device)
+
+
+def _check_cuda() -> None:
+    """Raises a RuntimeError saying why the CUDA backend cannot run here."""
+    if _core.cuda_available() > 0:
+        return
+    if not _core.build_info().get("cuda"):
+        raise RuntimeError("device='cuda': this build of specstream has no CUDA backend (it was compiled without "
+                           "nvcc; rebuild with a CUDA toolkit on PATH or SPECSTREAM_CUDA=1)")
+    raise RuntimeError("device='cuda': no CUDA GPU is available (no device or no driver); use device='cpu'")
