@@ -20,8 +20,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
@@ -29,38 +27,13 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import tokenizers  # noqa: E402
 
+from common import machine_info  # noqa: E402
+from specstream._atomic import write_text_atomic  # noqa: E402
 from specstream.tokenizer import Tokenizer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = Path(os.environ.get("SPECSTREAM_DATA", REPO.parent / "shared" / "data"))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=False).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tokenizers": tokenizers.__version__,
-        "commit": commit,
-    }
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -108,8 +81,10 @@ def main() -> None:
         "decode_whole": (mb, lambda: ours.decode(ids), lambda: hf.decode(id_list, skip_special_tokens=False)),
     }
     results: dict[str, Any] = {}
+    machine = machine_info()
+    machine.update(numpy=np.__version__, tokenizers=tokenizers.__version__)
     print(f"{args.text.name}: {mb:.2f} MB, {len(ids)} tokens, {len(paragraphs)} paragraphs; "
-          f"{machine_info()['cpu']}, single thread")
+          f"{machine['cpu']} ({machine['cores']} cores), single thread")
     print(f"{'':20s} {'specstream':>12s} {'HF tokenizers':>14s} {'ratio':>7s}   (CPU time: ours, HF, ratio)")
     for name, (size, run_ours, run_hf) in runs.items():
         wall_ours, cpu_ours = best_time(run_ours, args.repeats)
@@ -135,13 +110,11 @@ def main() -> None:
         "threads": 1,
         "repeats": args.repeats,
         "metric": "MB/s of UTF-8 input (decode: of output), best of repeats; *_cpu_*: by process CPU time",
-        "load_average": [round(x, 2) for x in os.getloadavg()],
         "results": results,
         "load_s": {"specstream": round(load_ours, 3), "hf": round(load_hf, 3)},
-        "machine": machine_info(),
+        "machine": machine,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -107,6 +107,7 @@ class _Spec:
     """What the C core needs, checked."""
 
     vocab: dict[str, int]
+    vocab_by_id: dict[int, str]
     merges: np.ndarray  # (n, 3) int32: left, right, merged
     added: list[_AddedToken] = field(default_factory=list)
     nfc: bool = False
@@ -179,12 +180,11 @@ def _parse_merges(raw: Any, vocab: Mapping[str, int], where: str) -> np.ndarray:
     return np.array(flat, dtype=np.int32).reshape(-1, 3)
 
 
-def _parse_added(raw: Any, vocab: Mapping[str, int], where: str) -> list[_AddedToken]:
+def _parse_added(raw: Any, vocab: Mapping[str, int], by_id: Mapping[int, str], where: str) -> list[_AddedToken]:
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise _fail(where, f"'added_tokens' must be a list, got {type(raw).__name__}")
-    by_id = {i: t for t, i in vocab.items()}
     out: list[_AddedToken] = []
     seen: dict[str, int] = {}
     # Ids as Hugging Face assigns them (it ignores the ones in the file): a
@@ -260,7 +260,7 @@ def _parse(obj: Any, where: str) -> _Spec:
             raise _fail(where, f"vocabulary id {tid} is given to both {owner[tid]!r} and {tok!r}")
         owner[tid] = tok
 
-    added = _parse_added(obj.get("added_tokens"), vocab, where)
+    added = _parse_added(obj.get("added_tokens"), vocab, owner, where)
     limit = len(vocab) + len(added)
     for tok, tid in vocab.items():
         if tid >= limit:
@@ -302,6 +302,7 @@ def _parse(obj: Any, where: str) -> _Spec:
 
     return _Spec(
         vocab=vocab,
+        vocab_by_id=owner,
         merges=_parse_merges(model["merges"], vocab, where),
         added=added,
         nfc=bool(normalizers),
@@ -344,10 +345,10 @@ class Tokenizer:
 
     def __init__(self, spec: _Spec, name: str = "<tokenizer>") -> None:
         self.name = name
-        self._vocab: dict[str, int] = dict(spec.vocab)
+        self._vocab: dict[str, int] = spec.vocab
         self._nfc = spec.nfc
         self._added = {t.content: t.id for t in spec.added}
-        self._id_to_token: dict[int, str] = {i: t for t, i in self._vocab.items()}
+        self._id_to_token: dict[int, str] = spec.vocab_by_id
         self._id_to_token.update({t.id: t.content for t in spec.added})
         self._raw_added = [t.content for t in spec.added if not t.normalized]
 
@@ -409,8 +410,11 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], name: str = "<dict>") -> "Tokenizer":
-        """Loads an already parsed ``tokenizer.json``."""
-        return cls(_parse(obj, name), name=name)
+        """Loads an already parsed ``tokenizer.json`` (not kept: the caller
+        may change it afterwards)."""
+        spec = _parse(obj, name)
+        spec.vocab = dict(spec.vocab)
+        return cls(spec, name=name)
 
     # -- encoding
 

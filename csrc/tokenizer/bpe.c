@@ -50,12 +50,23 @@ ss_status tok_bpe_init_merges(tok_bpe *bpe, const int32_t *rows, int32_t n, ss_e
         bpe->pairs[i].rank = r;
         bpe->pairs[i].merged = rows[3 * r + 2];
     }
+    bpe->byte_pairs = malloc(65536 * sizeof *bpe->byte_pairs);
+    if (!bpe->byte_pairs) return ss_fail(err, SS_ERR_NO_MEMORY, "out of memory for the byte-pair table");
+    for (int a = 0; a < 256; a++) {
+        for (int b = 0; b < 256; b++) {
+            const tok_pair_slot *p = NULL;
+            if (bpe->byte_id[a] >= 0 && bpe->byte_id[b] >= 0) p = find_pair(bpe, bpe->byte_id[a], bpe->byte_id[b]);
+            bpe->byte_pairs[a << 8 | b] = p ? (tok_merge){p->rank, p->merged} : (tok_merge){NO_RANK, -1};
+        }
+    }
     return SS_OK;
 }
 
 void tok_bpe_free(tok_bpe *bpe) {
     free(bpe->pairs);
+    free(bpe->byte_pairs);
     bpe->pairs = NULL;
+    bpe->byte_pairs = NULL;
 }
 
 int tok_ids_push(tok_ids *v, int32_t id) {
@@ -81,17 +92,22 @@ void tok_bpe_scratch_free(tok_bpe_scratch *s) {
 
 /* One symbol per byte. Bytes without a token become unk_id (runs of them one
  * unk_id when fuse_unk) or are dropped; either way their neighbours become
- * adjacent and may merge, as in Hugging Face. Returns the symbol count. */
-static size_t initial_symbols(const tok_bpe *bpe, const uint8_t *w, size_t n, int32_t *sym) {
+ * adjacent and may merge, as in Hugging Face. Returns the symbol count;
+ * *all_known says whether every byte had a token. */
+static size_t initial_symbols(const tok_bpe *bpe, const uint8_t *w, size_t n, int32_t *sym, int *all_known) {
     size_t m = 0;
     int pending_unk = 0;
+    *all_known = 1;
     for (size_t i = 0; i < n; i++) {
         int32_t id = bpe->byte_id[w[i]];
         if (id >= 0) {
             if (pending_unk) sym[m++] = bpe->unk_id;
             pending_unk = 0;
             sym[m++] = id;
-        } else if (bpe->unk_id >= 0) {
+            continue;
+        }
+        *all_known = 0;
+        if (bpe->unk_id >= 0) {
             if (pending_unk && !bpe->fuse_unk) sym[m++] = bpe->unk_id;
             pending_unk = 1;
         }
@@ -108,12 +124,22 @@ static ss_status emit(tok_ids *out, const int32_t *sym, size_t m, ss_error *err)
 
 static ss_status merge_short(const tok_bpe *bpe, const uint8_t *w, size_t n, tok_ids *out, ss_error *err) {
     int32_t sym[SHORT_WORD], rank[SHORT_WORD], merged[SHORT_WORD];
-    size_t m = initial_symbols(bpe, w, n, sym);
-    /* rank[i], merged[i] describe the pair (sym[i], sym[i+1]). */
-    for (size_t i = 0; i + 1 < m; i++) {
-        const tok_pair_slot *p = find_pair(bpe, sym[i], sym[i + 1]);
-        rank[i] = p ? p->rank : NO_RANK;
-        merged[i] = p ? p->merged : -1;
+    int all_known;
+    size_t m = initial_symbols(bpe, w, n, sym, &all_known);
+    /* rank[i], merged[i] describe the pair (sym[i], sym[i+1]); when every
+     * byte has a token, those are pairs of bytes. */
+    if (all_known) {
+        for (size_t i = 0; i + 1 < m; i++) {
+            tok_merge p = bpe->byte_pairs[w[i] << 8 | w[i + 1]];
+            rank[i] = p.rank;
+            merged[i] = p.merged;
+        }
+    } else {
+        for (size_t i = 0; i + 1 < m; i++) {
+            const tok_pair_slot *p = find_pair(bpe, sym[i], sym[i + 1]);
+            rank[i] = p ? p->rank : NO_RANK;
+            merged[i] = p ? p->merged : -1;
+        }
     }
     while (m > 1) {
         size_t best = 0;
@@ -185,14 +211,22 @@ static ss_status merge_long(const tok_bpe *bpe, tok_bpe_scratch *s, const uint8_
     ss_status st = reserve_scratch(s, n, err);
     if (st != SS_OK) return st;
     int32_t *sym = s->sym, *prev = s->prev, *next = s->next;
-    size_t m = initial_symbols(bpe, w, n, sym);
+    int all_known;
+    size_t m = initial_symbols(bpe, w, n, sym, &all_known);
     if (m == 0) return SS_OK;
     size_t hlen = 0;
     for (size_t i = 0; i < m; i++) {
         prev[i] = (int32_t)i - 1;
         next[i] = i + 1 < m ? (int32_t)i + 1 : -1;
-        const tok_pair_slot *p = i + 1 < m ? find_pair(bpe, sym[i], sym[i + 1]) : NULL;
-        if (p) heap_push(s->heap, &hlen, (uint64_t)p->rank << 32 | i);
+        if (i + 1 == m) break;
+        int32_t rank = NO_RANK;
+        if (all_known) {
+            rank = bpe->byte_pairs[w[i] << 8 | w[i + 1]].rank;
+        } else {
+            const tok_pair_slot *p = find_pair(bpe, sym[i], sym[i + 1]);
+            if (p) rank = p->rank;
+        }
+        if (rank != NO_RANK) heap_push(s->heap, &hlen, (uint64_t)rank << 32 | i);
     }
     while (hlen) {
         uint64_t top = heap_pop(s->heap, &hlen);

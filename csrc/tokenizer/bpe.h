@@ -19,15 +19,24 @@ typedef struct {
 #define TOK_PAIR_EMPTY UINT64_MAX
 
 typedef struct {
+    int32_t rank, merged; /* rank NO_RANK (INT32_MAX): no merge */
+} tok_merge;
+
+typedef struct {
     int32_t byte_id[256]; /* token of each single byte, -1 when not in the vocabulary */
     int32_t unk_id;       /* -1: bytes without a token are dropped */
     int fuse_unk;
     tok_pair_slot *pairs;
     size_t pair_mask;     /* slot count - 1 (a power of two minus one) */
+    /* The merge of every pair of single bytes, [first byte << 8 | second]:
+     * every word starts as single bytes, and a dense table of them (mostly
+     * the letters' corner) stays in cache where the hash table would not. */
+    tok_merge *byte_pairs;
 } tok_bpe;
 
-/* Builds the merge table from n rows of (left, right, merged); a repeated
- * pair takes the later rank. Ids are assumed checked by the caller. */
+/* Builds the merge tables from n rows of (left, right, merged), after
+ * byte_id is set; a repeated pair takes the later rank. Ids are assumed
+ * checked by the caller. */
 ss_status tok_bpe_init_merges(tok_bpe *bpe, const int32_t *rows, int32_t n, ss_error *err);
 void tok_bpe_free(tok_bpe *bpe);
 
