@@ -564,6 +564,20 @@ def test_added_token_flags(trained: dict) -> None:
             assert ours.encode(text).tolist() == hf.encode(text).ids, repr(text)
 
 
+@needs_data
+def test_strip_overlapping_other_matches(neox_dict: dict) -> None:
+    """rstrip swallowing spaces where a space-run token also matches."""
+    d = copy.deepcopy(neox_dict)
+    d["added_tokens"] += [
+        dict(id=50281, content="§§", single_word=False, lstrip=False, rstrip=True, normalized=True, special=False),
+        dict(id=50282, content="¤¤", single_word=False, lstrip=True, rstrip=False, normalized=True, special=False),
+    ]
+    ours, hf = Tokenizer.from_dict(d), hf_tokenizers.Tokenizer.from_str(json.dumps(d))
+    texts = ["§§   x", "§§      ¤¤y", "a  ¤¤", "§§  ", "x §§ \t ¤¤ z", "§§" + " " * 30 + "x", "¤¤§§¤¤ ¤¤  §§"]
+    for text, ref in zip(texts, hf.encode_batch(texts)):
+        assert ours.encode(text).tolist() == ref.ids, repr(text)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.lists(st.one_of(_TEXT, st.sampled_from(["[MASK]", "[SEP]", "word", "<both>", "fox jumps", " ", "\t",
                                                       "  ", "w", "\u0301"])), max_size=10).map("".join))

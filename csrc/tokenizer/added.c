@@ -137,8 +137,9 @@ ss_status tok_added_split(const tok_added_set *set, const uint8_t *s, size_t n, 
         if (done < start && (st = fn(ctx, s, done, start, -1)) != SS_OK) return st;
         /* A token whose slice ended up empty is dropped, like any empty split. */
         if (start < stop && (st = fn(ctx, s, start, stop, info->id)) != SS_OK) return st;
-        /* Unconditionally, even where rstrip made the previous token reach
-         * past this one: Hugging Face then gives the overlap to both. */
+        /* Even when rstrip let the previous token reach past this match
+         * (a run of spaces that a space token also matches): Hugging Face
+         * then keeps both tokens. */
         done = stop;
     }
     if (done < n) return fn(ctx, s, done, n, -1);
