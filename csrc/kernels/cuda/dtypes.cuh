@@ -49,10 +49,11 @@ template <> struct Vec16<__nv_bfloat16> {
 };
 
 /* A weight vector that is read once per call: do not keep it in L1, where
- * the activations live. */
+ * the activations live. Not volatile: weights are read-only during a call,
+ * so the compiler may hoist these loads ahead of earlier FMAs. */
 __device__ __forceinline__ uint4 load_stream(const void *p) {
     uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                  : "l"(p));
     return r;

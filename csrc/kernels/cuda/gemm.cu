@@ -54,11 +54,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[rr][r] = 0.0f;
 
-#pragma unroll 2
-    for (int vi = lane; vi < nvec; vi += 32) {
-        uint4 u[R];
-#pragma unroll
-        for (int rr = 0; rr < R; rr++) u[rr] = load_stream(wr[rr] + (size_t)vi * V);
+    /* Multiplies one 16-byte vector of each weight row (already loaded) with
+     * the activations at vector index vi. */
+    auto fma_step = [&](int vi, const uint4 (&u)[R]) {
         float xv[NR][V];
 #pragma unroll
         for (int r = 0; r < NR; r++) {
@@ -81,6 +79,26 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
                 for (int e = 0; e < V; e++) acc[rr][r] = fmaf(wf[e], xv[r][e], acc[rr][r]);
         }
+    };
+    /* U vectors per row are loaded before any is used, so U x R 16-byte
+     * weight loads per lane are in flight. The order of the FMAs of a row is
+     * vi ascending whatever U, R and NR are (batch-independent results). */
+    constexpr int U = NR == 1 ? 4 : 2;
+    int vi = lane;
+    for (; vi + 32 * (U - 1) < nvec; vi += 32 * U) {
+        uint4 u[U][R];
+#pragma unroll
+        for (int uu = 0; uu < U; uu++)
+#pragma unroll
+            for (int rr = 0; rr < R; rr++) u[uu][rr] = load_stream(wr[rr] + (size_t)(vi + 32 * uu) * V);
+#pragma unroll
+        for (int uu = 0; uu < U; uu++) fma_step(vi + 32 * uu, u[uu]);
+    }
+    for (; vi < nvec; vi += 32) {
+        uint4 u[R];
+#pragma unroll
+        for (int rr = 0; rr < R; rr++) u[rr] = load_stream(wr[rr] + (size_t)vi * V);
+        fma_step(vi, u);
     }
 #pragma unroll
     for (int rr = 0; rr < R; rr++) {
