@@ -177,6 +177,24 @@ def test_cache_policies_after_evictions_match_cpu(cpu, gpu_model, policy, chunk,
 
 
 @gpu
+@pytest.mark.parametrize("policy", ["full", "streaming-R4", "window", "recompute"])
+def test_cuda_graph_decode_is_bit_identical_to_eager(gpu_model, monkeypatch, policy):
+    """SPECSTREAM_CUDA_GRAPHS=1 replays captured one-token steps (a graph per
+    split count: 300 tokens cross two split boundaries)."""
+    m = gpu_model("parallel", "f16")
+    ids = token_ids(300, 1000, seed=9)
+    monkeypatch.delenv("SPECSTREAM_CUDA_GRAPHS", raising=False)
+    eager = m.forward(ids, cache=POLICIES[policy], chunk=1)
+    monkeypatch.setenv("SPECSTREAM_CUDA_GRAPHS", "1")
+    np.testing.assert_array_equal(m.forward(ids, cache=POLICIES[policy], chunk=1), eager)
+    draft = gpu_model("draft", "f16")
+    prompt = token_ids(9, 1000, seed=10)
+    want = m.generate(prompt, max_new_tokens=30).tokens
+    got = m.generate(prompt, max_new_tokens=30, draft=draft, speculative=SpeculativeConfig(k=4))
+    np.testing.assert_array_equal(got.tokens, want)
+
+
+@gpu
 def test_perplexity_on_gpu_matches_cpu(cpu, gpu_model):
     ids = token_ids(120, 1000, seed=12)
     cache = CacheConfig(policy="streaming", n_sink=2, window=16, compress_every=4)

@@ -212,6 +212,8 @@ cudaError_t launch_attention(const AttentionArgs &a, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
+int splits_for_keys(int max_keys) { return splits_for(max_keys); }
+
 size_t attention_partial_floats(int n_head, int head_dim) {
     return (size_t)kAttSplitRows * n_head * kAttMaxSplits * (size_t)(head_dim + 2);
 }

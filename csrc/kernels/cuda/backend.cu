@@ -18,7 +18,13 @@
  * Inputs go up in one copy from a pinned staging buffer; the call ends with a
  * stream synchronisation, so errors surface in the call that caused them and
  * the staging buffer is free for the next call. Nothing aborts: every CUDA
- * and cuBLAS status becomes an ss_status with a message. */
+ * and cuBLAS status becomes an ss_status with a message.
+ *
+ * SPECSTREAM_CUDA_GRAPHS=1 (read when a state is created) captures the
+ * one-token step (upload, ~8 kernels per layer, logits download) as a CUDA
+ * graph per (logits wanted, attention split count) and replays it: one
+ * launch per token instead of hundreds, the same kernels and arguments, so
+ * the same bits. Any capture failure falls back to eager launches. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +64,12 @@ struct DevState {
     GemmScratch gs;
     void *up_dev, *up_host; /* staging of tokens, views, rotary tables */
     size_t up_bytes;
+    /* CUDA graphs of the one-token step (SPECSTREAM_CUDA_GRAPHS=1), one per
+     * (logits wanted, attention splits): everything else a replay reads is
+     * at fixed device addresses. */
+    int use_graphs;
+    cudaGraphExec_t graphs[2][kAttMaxSplits];
+    float *logits_host; /* pinned: a graph copies the logits row here */
 };
 
 /* Offsets into one allocation, each 256-byte aligned. */
@@ -219,6 +231,10 @@ void free_state(DevState *ds) {
     if (!ds) return;
     cudaSetDevice(ds->device);
     if (ds->stream) cudaStreamSynchronize(ds->stream);
+    for (int w = 0; w < 2; w++)
+        for (int sp = 0; sp < kAttMaxSplits; sp++)
+            if (ds->graphs[w][sp]) cudaGraphExecDestroy(ds->graphs[w][sp]);
+    if (ds->logits_host) cudaFreeHost(ds->logits_host);
     if (ds->blas) cublasDestroy(ds->blas);
     if (ds->stream) cudaStreamDestroy(ds->stream);
     if (ds->arena) cudaFree(ds->arena);
@@ -280,6 +296,16 @@ ss_status state_init(ss_state *s, const DevModel *dm, DevState *ds, ss_error *er
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes of pinned host memory: %s", ds->up_bytes,
                        cudaGetErrorString(e));
     }
+    const char *graphs = getenv("SPECSTREAM_CUDA_GRAPHS");
+    ds->use_graphs = graphs && graphs[0] && strcmp(graphs, "0") != 0;
+    if (ds->use_graphs) {
+        e = cudaHostAlloc((void **)&ds->logits_host, V * fs, cudaHostAllocDefault);
+        if (e != cudaSuccess) { /* graphs are an optimisation: run without them */
+            ds->logits_host = nullptr;
+            ds->use_graphs = 0;
+            cudaGetLastError();
+        }
+    }
     char *base = (char *)ds->arena;
     ds->k = (float *)(base + o_k);
     ds->v = (float *)(base + o_v);
@@ -304,34 +330,33 @@ ss_status state_init(ss_state *s, const DevModel *dm, DevState *ds, ss_error *er
 
 /* ---------------------------------------------------------------- batch */
 
-ss_status run_batch(const ss_model *m, ss_state *s, const DevModel *dm, DevState *ds, const int32_t *tokens,
-                    int n, float *logits, int n_out, ss_error *err) {
-    const ss_model_config *c = &m->cfg;
-    const ss_kv_cache *kv = &s->cache;
-    const int d = c->d_model, ff = c->d_ff, V = c->vocab_rows, hd = m->head_dim;
-    const int stride = c->rotary_dim / 2 + 1;
-    const ss_dtype wt = m->wtype;
-    cudaStream_t st = ds->stream;
+/* Where a batch's inputs sit in the staging buffers (same offsets on the
+ * host and the device side). */
+struct Staging {
+    size_t o_tok, o_view, o_rc, o_rs, o_pc, o_ps, bytes;
+    Staging(int n, int stride) {
+        const size_t tab = (size_t)n * stride * sizeof(float);
+        o_tok = 0;
+        o_view = align16((size_t)n * sizeof(int32_t));
+        o_rc = o_view + align16((size_t)n * sizeof(ss_view));
+        o_rs = o_rc + align16(tab);
+        o_pc = o_rs + align16(tab);
+        o_ps = o_pc + align16(tab);
+        bytes = o_ps + tab;
+    }
+};
 
-    /* Inputs: one copy from the pinned staging buffer. */
-    const size_t tab = (size_t)n * stride * sizeof(float);
-    const size_t o_tok = 0, o_view = align16((size_t)n * sizeof(int32_t));
-    const size_t o_rc = o_view + align16((size_t)n * sizeof(ss_view));
-    const size_t o_rs = o_rc + align16(tab), o_pc = o_rs + align16(tab), o_ps = o_pc + align16(tab);
-    const size_t up = o_ps + tab;
-    char *hp = (char *)ds->up_host, *dp = (char *)ds->up_dev;
-    memcpy(hp + o_tok, tokens, (size_t)n * sizeof(int32_t));
-    memcpy(hp + o_view, s->views, (size_t)n * sizeof(ss_view));
-    memcpy(hp + o_rc, s->rot_cos, tab);
-    memcpy(hp + o_rs, s->rot_sin, tab);
-    memcpy(hp + o_pc, s->pin_cos, tab);
-    memcpy(hp + o_ps, s->pin_sin, tab);
-    SS_CUDA_TRY(cudaMemcpyAsync(dp, hp, up, cudaMemcpyHostToDevice, st), "the input upload");
-    const int32_t *d_tok = (const int32_t *)(dp + o_tok);
-    const ss_view *d_views = (const ss_view *)(dp + o_view);
-    const float *d_rc = (const float *)(dp + o_rc), *d_rs = (const float *)(dp + o_rs);
-    const float *d_pc = (const float *)(dp + o_pc), *d_ps = (const float *)(dp + o_ps);
-
+/* Host side of a batch: tokens, views and rotary tables into pinned memory;
+ * returns the largest key count of the batch. */
+int stage_inputs(const ss_state *s, DevState *ds, const int32_t *tokens, int n, const Staging &sg) {
+    const size_t tab = (size_t)n * (s->model->cfg.rotary_dim / 2 + 1) * sizeof(float);
+    char *hp = (char *)ds->up_host;
+    memcpy(hp + sg.o_tok, tokens, (size_t)n * sizeof(int32_t));
+    memcpy(hp + sg.o_view, s->views, (size_t)n * sizeof(ss_view));
+    memcpy(hp + sg.o_rc, s->rot_cos, tab);
+    memcpy(hp + sg.o_rs, s->rot_sin, tab);
+    memcpy(hp + sg.o_pc, s->pin_cos, tab);
+    memcpy(hp + sg.o_ps, s->pin_sin, tab);
     int max_keys = 1;
     for (int i = 0; i < n; i++) {
         const ss_view *v = &s->views[i];
@@ -339,6 +364,27 @@ ss_status run_batch(const ss_model *m, ss_state *s, const DevModel *dm, DevState
         const long long keys = v->n_pinned + win;
         if (keys > max_keys) max_keys = (int)keys;
     }
+    return max_keys;
+}
+
+/* Enqueues a whole batch on the state's stream (no synchronisation, so that
+ * it can also be captured into a graph): the input upload, every kernel and
+ * the copy of n_out logits rows to `logits` (host memory; may be NULL). */
+ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm, DevState *ds, int n,
+                        int max_keys, const Staging &sg, float *logits, int n_out, ss_error *err) {
+    const ss_model_config *c = &m->cfg;
+    const ss_kv_cache *kv = &s->cache;
+    const int d = c->d_model, ff = c->d_ff, V = c->vocab_rows, hd = m->head_dim;
+    const int stride = c->rotary_dim / 2 + 1;
+    const ss_dtype wt = m->wtype;
+    cudaStream_t st = ds->stream;
+
+    char *dp = (char *)ds->up_dev;
+    SS_CUDA_TRY(cudaMemcpyAsync(dp, ds->up_host, sg.bytes, cudaMemcpyHostToDevice, st), "the input upload");
+    const int32_t *d_tok = (const int32_t *)(dp + sg.o_tok);
+    const ss_view *d_views = (const ss_view *)(dp + sg.o_view);
+    const float *d_rc = (const float *)(dp + sg.o_rc), *d_rs = (const float *)(dp + sg.o_rs);
+    const float *d_pc = (const float *)(dp + sg.o_pc), *d_ps = (const float *)(dp + sg.o_ps);
 
     const CacheGeom g = {kv->n_sink, kv->pinned, kv->ring, kv->slots, c->n_head, hd, c->rotary_dim};
     const size_t layer_kv = (size_t)c->n_head * kv->slots * hd;
@@ -400,7 +446,63 @@ ss_status run_batch(const ss_model *m, ss_state *s, const DevModel *dm, DevState
                         "the logits download");
         }
     }
-    SS_CUDA_TRY(cudaStreamSynchronize(st), "the forward pass");
+    return SS_OK;
+}
+
+/* The one-token step as a CUDA graph: captured on first use for its
+ * (logits wanted, splits) key, then replayed with one launch. Returns
+ * false when capture is not possible; the caller then runs eagerly. */
+bool run_graph(const ss_model *m, const ss_state *s, const DevModel *dm, DevState *ds, int max_keys,
+               const Staging &sg, float *logits, int n_out, ss_status *status, ss_error *err) {
+    const int want = logits && n_out > 0;
+    const int sp = splits_for_keys(max_keys) - 1;
+    cudaGraphExec_t &exec = ds->graphs[want][sp];
+    cudaStream_t st = ds->stream;
+    if (!exec) {
+        cudaGraph_t graph = nullptr;
+        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+            cudaGetLastError();
+            return false;
+        }
+        ss_error cap_err = {{0}};
+        const ss_status cst = enqueue_batch(m, s, dm, ds, 1, max_keys, sg, want ? ds->logits_host : nullptr,
+                                            want ? 1 : 0, &cap_err);
+        const cudaError_t ce = cudaStreamEndCapture(st, &graph);
+        cudaError_t ie = cudaErrorUnknown;
+        if (cst == SS_OK && ce == cudaSuccess && graph) ie = cudaGraphInstantiate(&exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (ie != cudaSuccess) {
+            exec = nullptr;
+            cudaGetLastError();
+            return false;
+        }
+    }
+    const cudaError_t e = cudaGraphLaunch(exec, st);
+    if (e != cudaSuccess) {
+        *status = cuda_fail(err, e, "the CUDA graph launch");
+        return true;
+    }
+    const cudaError_t se = cudaStreamSynchronize(st);
+    if (se != cudaSuccess) {
+        *status = cuda_fail(err, se, "the forward pass (CUDA graph)");
+        return true;
+    }
+    if (want) memcpy(logits, ds->logits_host, (size_t)m->cfg.vocab_rows * sizeof(float));
+    *status = SS_OK;
+    return true;
+}
+
+ss_status run_batch(const ss_model *m, ss_state *s, const DevModel *dm, DevState *ds, const int32_t *tokens,
+                    int n, float *logits, int n_out, ss_error *err) {
+    const Staging sg(n, m->cfg.rotary_dim / 2 + 1);
+    const int max_keys = stage_inputs(s, ds, tokens, n, sg);
+    if (ds->use_graphs && n == 1) {
+        ss_status st = SS_OK;
+        if (run_graph(m, s, dm, ds, max_keys, sg, logits, n_out, &st, err)) return st;
+        ds->use_graphs = 0; /* capture failed: stay eager from now on */
+    }
+    SS_TRY(enqueue_batch(m, s, dm, ds, n, max_keys, sg, logits, n_out, err));
+    SS_CUDA_TRY(cudaStreamSynchronize(ds->stream), "the forward pass");
     return SS_OK;
 }
 

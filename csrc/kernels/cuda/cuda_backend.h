@@ -113,6 +113,9 @@ struct AttentionArgs {
 cudaError_t launch_attention(const AttentionArgs &a, cudaStream_t stream);
 /* Floats of split partials a state needs: [kAttSplitRows][head][split][hd + 2]. */
 size_t attention_partial_floats(int n_head, int head_dim);
+/* Splits a batch of <= kAttSplitRows tokens launches for max_keys keys (the
+ * attention grid's depth; 1..kAttMaxSplits). */
+int splits_for_keys(int max_keys);
 
 } // namespace ssc
 
