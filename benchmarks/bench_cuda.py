@@ -9,13 +9,16 @@ For each shape (weights f16, KV cache f32, full cache):
     (weight bytes + KV bytes read per token) / TPOT, next to the device's
     measured copy bandwidth (cudaMemcpy device to device, bytes read + written
     per second, best of 10 over 1 GiB) and TPOT / roofline TPOT;
+  * the same with the one-token step replayed as a CUDA graph
+    (SPECSTREAM_CUDA_GRAPHS=1), reported next to it;
   * TTFT: one generate() call over a --prompt-token prompt, to the first token;
   * PyTorch eager side by side: transformers GPTNeoXForCausalLM (f16, same
     weights, same GPU, KV cache, greedy argmax on the GPU), run in a separate
     process so that its CUDA libraries never meet ours; skipped if torch or
     transformers cannot be imported (--no-torch skips it too).
 Then speculative decoding, 70m draft -> 2.8b target (both on the GPU) at a
-forced acceptance of 0.75 with k = 5, against the same target's TPOT.
+forced acceptance of 0.75 with k = 5, against the same target's TPOT, with
+and without CUDA graphs.
 A sanity check compares the 70m model's GPU logits with the CPU backend.
 
 Writes results/cuda_<gpu-name>.json (the GPU named in the file and its name).
@@ -28,12 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,26 @@ def kv_bytes_per_token(cfg, context: float) -> float:
 
 def make_model(shape: str) -> str:
     return str(random_model(shape, "f16"))
+
+
+@contextmanager
+def cuda_graphs(on: bool):
+    """States created inside replay the one-token step as a CUDA graph."""
+    old = os.environ.get("SPECSTREAM_CUDA_GRAPHS")
+    os.environ["SPECSTREAM_CUDA_GRAPHS"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SPECSTREAM_CUDA_GRAPHS"]
+        else:
+            os.environ["SPECSTREAM_CUDA_GRAPHS"] = old
+
+
+def decode_tpot(model, prompt, tokens: int, repeats: int, graphs: bool) -> list:
+    with cuda_graphs(graphs):
+        model.generate(prompt, max_new_tokens=4)  # warm-up (and graph capture)
+        return [model.generate(prompt, max_new_tokens=tokens + 1).stats.tpot_s for _ in range(repeats)]
 
 
 # ------------------------------------------------------------ PyTorch eager
@@ -162,72 +187,92 @@ def main() -> None:
     rows = []
     tpot_of = {}
     for shape in shapes:
-        t_load = time.perf_counter()
-        model = specstream.load(dirs[shape], dtype="f16", device="cuda")
-        t_load = time.perf_counter() - t_load
-        model.generate(short, max_new_tokens=4)  # warm-up
-        runs = [model.generate(short, max_new_tokens=args.tokens + 1) for _ in range(args.repeats)]
-        tpot = statistics.median(r.stats.tpot_s for r in runs)
-        ttft = statistics.median(model.generate(long, max_new_tokens=1).stats.ttft_s for _ in range(args.repeats))
-        cfg = model.config
-        bytes_per_token = model.weight_bytes + kv_bytes_per_token(cfg, len(short) + args.tokens / 2)
-        gbs = bytes_per_token / tpot / 1e9
-        roofline_s = bytes_per_token / (copy_gbs * 1e9)
-        tpot_of[shape] = tpot
-        rows.append({
-            "shape": shape, "dtype": "f16", "weight_bytes": model.weight_bytes, "bytes_per_token": bytes_per_token,
-            "tpot_ms": tpot * 1e3, "tokens_per_s": 1 / tpot, "achieved_gbs": gbs,
-            "fraction_of_copy_bandwidth": gbs / copy_gbs, "tpot_over_roofline": tpot / roofline_s,
-            "ttft_ms": ttft * 1e3, "ttft_prompt_tokens": len(long), "load_s": t_load,
-            "tpot_ms_runs": [r.stats.tpot_s * 1e3 for r in runs],
-        })
-        print(f"{shape:>5} f16 {model.weight_bytes / 2**30:6.2f} GiB  TPOT {tpot * 1e3:7.3f} ms  "
-              f"{gbs:6.0f} GB/s = {100 * gbs / copy_gbs:5.1f}% of copy  ({tpot / roofline_s:4.2f}x roofline)  "
-              f"TTFT({len(long)}) {ttft * 1e3:7.2f} ms", flush=True)
-        del model
+        try:
+            t_load = time.perf_counter()
+            model = specstream.load(dirs[shape], dtype="f16", device="cuda")
+            t_load = time.perf_counter() - t_load
+            runs = decode_tpot(model, short, args.tokens, args.repeats, graphs=False)
+            graph_runs = decode_tpot(model, short, args.tokens, args.repeats, graphs=True)
+            tpot, tpot_graph = statistics.median(runs), statistics.median(graph_runs)
+            with cuda_graphs(False):
+                ttft = statistics.median(model.generate(long, max_new_tokens=1).stats.ttft_s for _ in range(args.repeats))
+            cfg = model.config
+            bytes_per_token = model.weight_bytes + kv_bytes_per_token(cfg, len(short) + args.tokens / 2)
+            gbs = bytes_per_token / tpot / 1e9
+            roofline_s = bytes_per_token / (copy_gbs * 1e9)
+            tpot_of[shape] = (tpot, tpot_graph)
+            rows.append({
+                "shape": shape, "dtype": "f16", "weight_bytes": model.weight_bytes, "bytes_per_token": bytes_per_token,
+                "tpot_ms": tpot * 1e3, "tokens_per_s": 1 / tpot, "achieved_gbs": gbs,
+                "fraction_of_copy_bandwidth": gbs / copy_gbs, "tpot_over_roofline": tpot / roofline_s,
+                "tpot_graph_ms": tpot_graph * 1e3, "achieved_gbs_graph": bytes_per_token / tpot_graph / 1e9,
+                "tpot_graph_over_roofline": tpot_graph / roofline_s,
+                "ttft_ms": ttft * 1e3, "ttft_prompt_tokens": len(long), "load_s": t_load,
+                "tpot_ms_runs": [t * 1e3 for t in runs], "tpot_graph_ms_runs": [t * 1e3 for t in graph_runs],
+            })
+            print(f"{shape:>5} f16 {model.weight_bytes / 2**30:6.2f} GiB  TPOT {tpot * 1e3:7.3f} ms  "
+                  f"{gbs:6.0f} GB/s = {100 * gbs / copy_gbs:5.1f}% of copy  ({tpot / roofline_s:4.2f}x roofline)  "
+                  f"graph TPOT {tpot_graph * 1e3:7.3f} ms ({tpot_graph / roofline_s:4.2f}x)  "
+                  f"TTFT({len(long)}) {ttft * 1e3:7.2f} ms", flush=True)
+            del model
+        except Exception as e:  # an unverified backend: record and go on
+            rows.append({"shape": shape, "error": f"{type(e).__name__}: {e}"})
+            print(f"{shape:>5}: FAILED {type(e).__name__}: {e}", flush=True)
 
     # speculative: draft -> target at forced acceptance 0.75, k = 5
-    target = specstream.load(dirs[args.spec_target], dtype="f16", device="cuda")
-    draft = specstream.load(dirs[args.spec_draft], dtype="f16", device="cuda")
-    if args.spec_target not in tpot_of:
-        tpot_of[args.spec_target] = statistics.median(
-            target.generate(short, max_new_tokens=args.tokens + 1).stats.tpot_s for _ in range(args.repeats))
-    spec = SpeculativeConfig(k=5, forced_acceptance=0.75)
-    target.generate(short, max_new_tokens=8, draft=draft, speculative=spec, seed=0)  # warm-up
-    sruns = [target.generate(short, max_new_tokens=args.tokens * 2 + 1, draft=draft, speculative=spec, seed=r)
-             for r in range(args.repeats)]
-    stpot = statistics.median(r.stats.tpot_s for r in sruns)
-    s = sruns[0].stats
-    a, k = 0.75, 5
-    c = (s.draft_s / s.drafted) / (s.verify_s / s.target_forwards) if s.drafted else float("nan")
-    expected = (1 - a ** (k + 1)) / ((1 - a) * (1 + k * c))
-    speculative = {
-        "draft": args.spec_draft, "target": args.spec_target, "k": k, "forced_acceptance": a,
-        "measured_acceptance": s.acceptance_rate, "target_tpot_ms": tpot_of[args.spec_target] * 1e3,
-        "spec_tpot_ms": stpot * 1e3, "speedup": tpot_of[args.spec_target] / stpot, "c": c,
-        "expected_speedup": expected, "spec_tpot_ms_runs": [r.stats.tpot_s * 1e3 for r in sruns],
-    }
-    print(f"speculative {args.spec_draft} -> {args.spec_target} a=0.75 k=5: TPOT {stpot * 1e3:.3f} ms, "
-          f"speedup {speculative['speedup']:.2f}x (expected {expected:.2f}x at c={c:.3f}, "
-          f"acceptance {s.acceptance_rate:.2f})", flush=True)
-    del target
+    speculative, sanity = {}, None
+    try:
+        target = specstream.load(dirs[args.spec_target], dtype="f16", device="cuda")
+        draft = specstream.load(dirs[args.spec_draft], dtype="f16", device="cuda")
+        if args.spec_target not in tpot_of:
+            tpot_of[args.spec_target] = tuple(statistics.median(decode_tpot(target, short, args.tokens, args.repeats, g))
+                                              for g in (False, True))
+        spec = SpeculativeConfig(k=5, forced_acceptance=0.75)
+        a, k = 0.75, 5
+        speculative = {"draft": args.spec_draft, "target": args.spec_target, "k": k, "forced_acceptance": a}
+        for graphs in (False, True):
+            with cuda_graphs(graphs):
+                target.generate(short, max_new_tokens=8, draft=draft, speculative=spec, seed=0)  # warm-up
+                sruns = [target.generate(short, max_new_tokens=args.tokens * 2 + 1, draft=draft, speculative=spec, seed=r)
+                         for r in range(args.repeats)]
+            stpot = statistics.median(r.stats.tpot_s for r in sruns)
+            s = sruns[0].stats
+            c = (s.draft_s / s.drafted) / (s.verify_s / s.target_forwards) if s.drafted else float("nan")
+            expected = (1 - a ** (k + 1)) / ((1 - a) * (1 + k * c))
+            base = tpot_of[args.spec_target][1 if graphs else 0]
+            key = "graphs" if graphs else "eager"
+            speculative[key] = {
+                "measured_acceptance": s.acceptance_rate, "target_tpot_ms": base * 1e3, "spec_tpot_ms": stpot * 1e3,
+                "speedup": base / stpot, "c": c, "expected_speedup": expected,
+                "draft_ms_per_token": s.draft_s / s.drafted * 1e3 if s.drafted else None,
+                "verify_ms_per_forward": s.verify_s / s.target_forwards * 1e3 if s.target_forwards else None,
+                "spec_tpot_ms_runs": [r.stats.tpot_s * 1e3 for r in sruns],
+            }
+            print(f"speculative {args.spec_draft} -> {args.spec_target} a=0.75 k=5 ({key}): TPOT {stpot * 1e3:.3f} ms, "
+                  f"speedup {base / stpot:.2f}x over {base * 1e3:.3f} ms (expected {expected:.2f}x at c={c:.3f}, "
+                  f"acceptance {s.acceptance_rate:.2f})", flush=True)
+        del target
 
-    # sanity: GPU logits against the CPU backend on the smallest model
-    ids = (np.arange(24, dtype=np.int32) * 37) % 50000
-    small = shapes[0]
-    gpu_logits = specstream.load(dirs[small], dtype="f16", device="cuda").forward(ids, chunk=1)
-    cpu_logits = specstream.load(dirs[small], dtype="f16").forward(ids, chunk=1)
-    sanity = float(np.abs(gpu_logits - cpu_logits).max() / np.abs(cpu_logits).max())
-    print(f"sanity: {small} f16 GPU vs CPU logits rel err {sanity:.2e}", flush=True)
+        # sanity: GPU logits against the CPU backend on the smallest model
+        ids = (np.arange(24, dtype=np.int32) * 37) % 50000
+        small = shapes[0]
+        gpu_logits = specstream.load(dirs[small], dtype="f16", device="cuda").forward(ids, chunk=1)
+        cpu_logits = specstream.load(dirs[small], dtype="f16").forward(ids, chunk=1)
+        sanity = float(np.abs(gpu_logits - cpu_logits).max() / np.abs(cpu_logits).max())
+        print(f"sanity: {small} f16 GPU vs CPU logits rel err {sanity:.2e}", flush=True)
+    except Exception as e:
+        speculative["error"] = f"{type(e).__name__}: {e}"
+        print(f"speculative/sanity: FAILED {type(e).__name__}: {e}", flush=True)
 
     torch_rows = {"skipped": "--no-torch"} if args.no_torch else torch_eager(
         {sh: dirs[sh] for sh in shapes}, args.prompt, args.tokens, args.repeats)
     for row in rows:
         t = torch_rows.get(row["shape"]) if isinstance(torch_rows, dict) else None
-        if isinstance(t, dict) and "tpot_s" in t:
+        if isinstance(t, dict) and "tpot_s" in t and "tpot_ms" in row:
             row["torch_tpot_ms"] = t["tpot_s"] * 1e3
             row["torch_ttft_ms"] = t["ttft_s"] * 1e3
             row["speedup_vs_torch"] = t["tpot_s"] / (row["tpot_ms"] / 1e3)
+            row["speedup_vs_torch_graph"] = t["tpot_s"] / (row["tpot_graph_ms"] / 1e3)
             print(f"{row['shape']:>5} PyTorch eager TPOT {row['torch_tpot_ms']:7.3f} ms  TTFT {row['torch_ttft_ms']:7.2f} ms"
                   f"  -> specstream {row['speedup_vs_torch']:.2f}x", flush=True)
     if "skipped" in torch_rows:
