@@ -357,7 +357,7 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
     if device == "cuda":
         try:
             core.to_device(_DEVICES["cuda"])
-        except (NotImplementedError, MemoryError, ValueError) as e:
+        except (NotImplementedError, ValueError) as e:  # MemoryError (GPU full) stays one
             raise RuntimeError(f"device='cuda': cannot move {directory} to the GPU: {e}") from e
     return Model(core, config, core_dtype, directory, _find_tokenizer(directory), device=device)
 
