@@ -297,11 +297,11 @@ class Point:
 
     @property
     def id(self) -> str:
-        """A pytest-friendly id."""
+        """A pytest-friendly id: ``window=128-k=2`` (also ``str(point)``)."""
         return self.label.replace(" ", "-") or "defaults"
 
     def __str__(self) -> str:
-        return self.label
+        return self.id
 
 
 def _short_names(paths: Iterable[str]) -> dict[str, str]:

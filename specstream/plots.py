@@ -86,7 +86,7 @@ def labels(df: Any, columns: Optional[Sequence[str]] = None) -> list[str]:
     cols = list(columns) if columns is not None else varying_columns(df)
     names = [c.split(".", 1)[1] for c in cols]
     short = {c: (n if names.count(n) == 1 else c) for c, n in zip(cols, names)}
-    alias = {"compress_every": "R", "refresh_budget": "refresh", "max_drop": "max_drop"}
+    alias = {"compress_every": "R"}
     out = []
     for _, row in df.iterrows():
         if row.get("kind") == "baseline":
@@ -359,16 +359,22 @@ def plot_all(df: Any, out: PathLike, nll_dir: Optional[PathLike] = None, max_nll
     written: list[Path] = []
     rows = _configs(df)
 
-    def has(col: str) -> bool:
-        return col in rows.columns and np.isfinite(rows[col].to_numpy(dtype=float)).any()
+    def has(*cols: str) -> bool:
+        """Some configuration has every one of ``cols`` measured."""
+        if not all(c in rows.columns for c in cols):
+            return False
+        ok = np.ones(len(rows), dtype=bool)
+        for c in cols:
+            ok &= np.isfinite(rows[c].to_numpy(dtype=float))
+        return bool(ok.any())
 
-    if has("tpot_ms") and has("ppl_delta"):
+    if has("tpot_ms", "ppl_delta"):
         plot_pareto(df, "tpot_ms", "ppl_delta", out / "pareto.png")
         written.append(out / "pareto.png")
-    if has("gen_tpot_ms") and has("ppl_delta"):
+    if has("gen_tpot_ms", "ppl_delta"):
         plot_pareto(df, "gen_tpot_ms", "ppl_delta", out / "pareto_generation.png")
         written.append(out / "pareto_generation.png")
-    if has("kv_bytes") and has("ppl_delta"):
+    if has("kv_bytes", "ppl_delta"):
         plot_pareto(df, "kv_bytes", "ppl_delta", out / "pareto_memory.png",
                     title="Pareto front: KV cache bytes vs PPL change")
         written.append(out / "pareto_memory.png")
@@ -376,7 +382,7 @@ def plot_all(df: Any, out: PathLike, nll_dir: Optional[PathLike] = None, max_nll
             and rows.loc[rows["speculating"] == True, "speculative.k"].nunique() > 1:  # noqa: E712
         plot_acceptance(df, out / "acceptance_vs_k.png")
         written.append(out / "acceptance_vs_k.png")
-    if nll_dir is not None and "ppl_key" in df.columns and has("ppl_delta"):
+    if nll_dir is not None and "ppl_key" in df.columns and has("tpot_ms", "ppl_delta"):
         front = rows[pareto_front(rows, "tpot_ms", "ppl_delta")].sort_values("tpot_ms")
         picks = list(front["ppl_key"].drop_duplicates())
         if len(picks) > max_nll:  # spread over the front
