@@ -774,6 +774,11 @@ class ResultStore:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self._rows: dict[str, dict] = {}
+        self._size = -1
+        self._reload()
+
+    def _reload(self) -> None:
+        self._size = self.path.stat().st_size if self.path.is_file() else 0
         for row in _read_rows(self.path):
             self._rows.setdefault(row["key"], row)
 
@@ -806,6 +811,10 @@ class ResultStore:
         try:
             with _locked(fd):
                 size = os.fstat(fd).st_size
+                if size != self._size:  # another process appended: it may have written this key
+                    self._reload()
+                    if row["key"] in self._rows:
+                        return self._rows[row["key"]]
                 if size:
                     os.lseek(fd, size - 1, os.SEEK_SET)
                     if os.read(fd, 1) != b"\n":
@@ -819,6 +828,7 @@ class ResultStore:
                     n = os.write(fd, view)
                     view = view[n:]
                 os.fsync(fd)
+                self._size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         stored = json.loads(line)
@@ -1279,19 +1289,23 @@ class Runner:
         mine = [p for j, p in enumerate(points) if j % n == i]
         keys = [self.row_key(p) for p in mine]
         todo = sum(1 for k in keys if k not in self.store and k not in self._known)
+        with_baseline = "ppl" in self.measure and self.run.baseline
+        base_key = self.row_key(self.baseline_point(), "baseline") if with_baseline else None
+        base_done = not with_baseline or base_key in self.store or base_key in self._known
         rows: list[dict] = []
-        bar = tqdm(total=len(mine) + 1, initial=len(mine) - todo, desc=f"sweep {self.run.name or ''}".strip()
+        bar = tqdm(total=len(mine) + 1, initial=len(mine) - todo + int(base_done), desc=f"sweep {self.run.name or ''}".strip()
                    + (f" [{i}/{n}]" if n > 1 else ""), unit="cfg", disable=not self.progress, dynamic_ncols=True,
                    file=sys.stderr)
         try:
             baseline = None
-            if "ppl" in self.measure and self.run.baseline:
+            if with_baseline:
                 bar.set_postfix_str("full-cache baseline")
                 baseline, computed = self._row(self.baseline_point(), "baseline", None)
                 rows.append(baseline)
                 if on_row:
                     on_row(baseline, computed)
-            bar.update(1)
+            if not base_done:
+                bar.update(1)
             for p, k in zip(mine, keys):
                 done = k in self.store or k in self._known
                 if not done:

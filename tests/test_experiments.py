@@ -349,6 +349,11 @@ def test_store_cuts_a_partial_line_and_ignores_duplicates(tmp_path: Path) -> Non
     s2.append({"key": "c", "v": 3})
     s2.append({"key": "a", "v": 99})  # a known key is not appended again
     assert [r["key"] for r in _lines(p)] == ["a", "c"]
+    # two writers on one file (e.g. parallel ablation workers): the second sees the first's row
+    w1, w2 = ex.ResultStore(p), ex.ResultStore(p)
+    w1.append({"key": "d", "v": 4})
+    assert w2.append({"key": "d", "v": 5})["v"] == 4
+    assert [r["key"] for r in _lines(p)] == ["a", "c", "d"]
 
 
 def test_code_version_has_the_commit(monkeypatch: pytest.MonkeyPatch) -> None:
