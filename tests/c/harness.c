@@ -1,0 +1,618 @@
+/* A pure-C driver of the public API (csrc/include/specstream.h), for memory
+ * checkers: valgrind and AddressSanitizer/LeakSanitizer run it without a
+ * Python interpreter in the way, so every report is about the C core.
+ *
+ * It builds tiny GPT-NeoX models from random weights (f32, f16 and bf16
+ * storage, borrowed and converted), then exercises every entry point: each
+ * cache policy through ss_forward (chunked, rolled back, committed, eviction
+ * log), ss_eval_nll (with cancellation), the generator (target-only, draft
+ * model, prompt lookup, greedy, sampling with top-k/top-p, adaptive k, forced
+ * acceptance, stop ids, cancellation, early free) and the error paths, and
+ * checks a few invariants (speculative greedy output == target-only greedy
+ * output). Exit status 0 and a last line "harness: OK ..." on success.
+ *
+ * Usage: harness [--quick] [repeats]
+ *   --quick    fewer cache x sampler x drafting combinations (valgrind)
+ *   repeats    run everything this many times (look for growth)
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "specstream.h"
+
+static int checks, failures;
+static int quick; /* --quick: fewer combinations (for valgrind) */
+
+#define CHECK(cond, ...)                                                          \
+    do {                                                                          \
+        checks++;                                                                 \
+        if (!(cond)) {                                                            \
+            failures++;                                                           \
+            fprintf(stderr, "harness: FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                         \
+            fputc('\n', stderr);                                                  \
+        }                                                                         \
+    } while (0)
+
+/* The call must succeed. */
+#define OK(call)                                                                  \
+    do {                                                                          \
+        ss_error err_ = {{0}};                                                    \
+        ss_status st_ = (call_with(&err_, call));                                 \
+        CHECK(st_ == SS_OK, "%s -> status %d: %s", #call, (int)st_, err_.message); \
+    } while (0)
+
+/* Helpers pass &err through a macro argument named E. */
+#define call_with(e, expr) (E = (e), (expr))
+static ss_error *E;
+
+/* The call must fail with `status` and a message containing `needle`. */
+#define FAILS(status, needle, call)                                               \
+    do {                                                                          \
+        ss_error err_ = {{0}};                                                    \
+        ss_status st_ = (call_with(&err_, call));                                 \
+        CHECK(st_ == (status) && strstr(err_.message, needle) != NULL,            \
+              "%s -> status %d (want %d): '%s' (want '%s')", #call, (int)st_,     \
+              (int)(status), err_.message, needle);                               \
+    } while (0)
+
+/* ------------------------------------------------------------ random weights */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) * 0x1.0p-52 - 1.0);
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t to_f16(float f) { /* values here are small and normal */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const int exp = (int)((u >> 23) & 0xff) - 127 + 15;
+    if (exp <= 0) return (uint16_t)sign;
+    return (uint16_t)(sign | ((uint32_t)exp << 10) | ((u >> 13) & 0x3ffu));
+}
+
+typedef struct {
+    ss_model_config cfg;
+    ss_weights w;
+    ss_layer_weights *layers;
+    void **bufs;
+    int n_bufs;
+} host_weights;
+
+static ss_tensor make_tensor(host_weights *h, int64_t rows, int64_t cols, ss_dtype dt, float scale, float offset) {
+    const size_t n = (size_t)(rows * cols), es = dt == SS_F32 ? 4 : 2;
+    void *p = malloc(n * es);
+    h->bufs[h->n_bufs++] = p;
+    for (size_t i = 0; i < n; i++) {
+        const float v = offset + scale * frand();
+        if (dt == SS_F32) ((float *)p)[i] = v;
+        else if (dt == SS_BF16) ((uint16_t *)p)[i] = to_bf16(v);
+        else ((uint16_t *)p)[i] = to_f16(v);
+    }
+    return (ss_tensor){.data = p, .dtype = dt, .rows = rows, .cols = cols};
+}
+
+static void host_init(host_weights *h, int n_layer, int d, int n_head, int ff, int vocab, int parallel,
+                      ss_dtype dt, uint64_t seed) {
+    memset(h, 0, sizeof *h);
+    rng_state = seed * 0x2545f4914f6cdd1dull + 1;
+    h->cfg = (ss_model_config){.n_layer = n_layer, .d_model = d, .n_head = n_head, .d_ff = ff,
+                               .vocab_rows = vocab, .rotary_dim = (d / n_head) / 2, .rotary_base = 10000.0,
+                               .layer_norm_eps = 1e-5f, .parallel_residual = parallel, .gelu_tanh = !parallel};
+    h->bufs = calloc((size_t)(4 + 12 * n_layer), sizeof *h->bufs);
+    h->layers = calloc((size_t)n_layer, sizeof *h->layers);
+    const float wscale = 0.08f, bscale = 0.02f;
+    h->w.embed_in = make_tensor(h, vocab, d, dt, 1.0f, 0.0f);
+    h->w.embed_out = make_tensor(h, vocab, d, dt, 1.7f / sqrtf((float)d), 0.0f);
+    h->w.final_ln_w = make_tensor(h, d, 1, SS_F32, 0.05f, 1.0f);
+    h->w.final_ln_b = make_tensor(h, d, 1, dt, bscale, 0.0f);
+    for (int i = 0; i < n_layer; i++) {
+        ss_layer_weights *L = &h->layers[i];
+        L->ln1_w = make_tensor(h, d, 1, dt, 0.05f, 1.0f);
+        L->ln1_b = make_tensor(h, d, 1, dt, bscale, 0.0f);
+        L->ln2_w = make_tensor(h, d, 1, dt, 0.05f, 1.0f);
+        L->ln2_b = make_tensor(h, d, 1, dt, bscale, 0.0f);
+        L->qkv_w = make_tensor(h, 3 * d, d, dt, wscale, 0.0f);
+        L->qkv_b = make_tensor(h, 3 * d, 1, dt, bscale, 0.0f);
+        L->out_w = make_tensor(h, d, d, dt, wscale, 0.0f);
+        L->out_b = make_tensor(h, d, 1, dt, bscale, 0.0f);
+        L->fc1_w = make_tensor(h, ff, d, dt, wscale, 0.0f);
+        L->fc1_b = make_tensor(h, ff, 1, dt, bscale, 0.0f);
+        L->fc2_w = make_tensor(h, d, ff, dt, wscale, 0.0f);
+        L->fc2_b = make_tensor(h, d, 1, dt, bscale, 0.0f);
+    }
+    h->w.layers = h->layers;
+}
+
+static void host_free(host_weights *h) {
+    for (int i = 0; i < h->n_bufs; i++) free(h->bufs[i]);
+    free(h->bufs);
+    free(h->layers);
+}
+
+/* ------------------------------------------------------------------ caches */
+
+enum { N_CACHES = 11 };
+
+static const int32_t STRUCTURAL[] = {3, 7, 11};
+
+static ss_cache_config cache_config(int which) {
+    ss_cache_config c = {.policy = SS_CACHE_FULL, .capacity = 512, .compress_every = 1};
+    switch (which) {
+    case 0: break;
+    case 1: c = (ss_cache_config){.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1}; break;
+    case 2: c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 1}; break;
+    case 3: /* lazy pruning with spread-out eviction and overlap */
+        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 3, .window = 9, .compress_every = 5,
+                              .max_drop = 2, .overlap = 1};
+        break;
+    case 4: c = (ss_cache_config){.policy = SS_CACHE_RECOMPUTE, .window = 7, .compress_every = 1}; break;
+    case 5: c = (ss_cache_config){.policy = SS_CACHE_H2O, .n_sink = 2, .window = 6, .heavy = 3, .compress_every = 2}; break;
+    case 6: c = (ss_cache_config){.policy = SS_CACHE_SNAPKV, .n_sink = 2, .window = 6, .heavy = 3, .compress_every = 4}; break;
+    case 7: c = (ss_cache_config){.policy = SS_CACHE_KEYNORM, .n_sink = 1, .window = 6, .heavy = 2, .compress_every = 1}; break;
+    case 8:
+        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 3,
+                              .refresh_budget = 2, .refresh = SS_REFRESH_UNIFORM};
+        break;
+    case 9:
+        c = (ss_cache_config){.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1, .refresh_budget = 3,
+                              .refresh = SS_REFRESH_STRUCTURAL, .structural_ids = STRUCTURAL, .n_structural = 3};
+        break;
+    case 10:
+        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 4,
+                              .refresh_budget = 2, .refresh = SS_REFRESH_ENTROPY, .entropy_threshold = 3.0f};
+        break;
+    }
+    return c;
+}
+
+/* ---------------------------------------------------------------- exercises */
+
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Forward through one cache policy: prefill in chunks, decode, a speculative
+ * style forward + rollback, the eviction log; logits must agree with
+ * token-by-token decoding. */
+static void exercise_state(const ss_model *m, int which, int n_tokens) {
+    const int V = ss_model_get_config(m)->vocab_rows;
+    const ss_cache_config cc = cache_config(which);
+    int32_t *ids = malloc((size_t)n_tokens * sizeof *ids);
+    for (int i = 0; i < n_tokens; i++) ids[i] = (int32_t)((i * 7 + 3) % V);
+    float *a = malloc((size_t)n_tokens * V * sizeof(float)), *b = malloc((size_t)n_tokens * V * sizeof(float));
+
+    ss_state *s1 = NULL, *s2 = NULL;
+    OK(ss_state_create(m, &cc, 1, &s1, E));
+    OK(ss_state_create(m, &cc, 16, &s2, E));
+    if (!s1 || !s2) goto out;
+    ss_state_record_evictions(s1, 1);
+    for (int i = 0; i < n_tokens; i++) {
+        OK(ss_forward(m, s1, ids + i, 1, a + (size_t)i * V, 1, E));
+        ss_state_commit(s1);
+        CHECK(ss_state_visible(s1) >= 1, "visible %d", ss_state_visible(s1));
+    }
+    CHECK(ss_state_length(s1) == n_tokens, "length %lld", (long long)ss_state_length(s1));
+    size_t n_ev = 0;
+    const ss_eviction *ev = ss_state_evictions(s1, &n_ev);
+    /* An eviction is due before a token is appended: the last may be for
+     * the token after the stream. */
+    for (size_t i = 0; i < n_ev; i++)
+        CHECK(ev[i].dropped > 0 && ev[i].step <= n_tokens && ev[i].kept >= 1, "event %zu", i);
+    if (cc.policy != SS_CACHE_FULL && cc.policy != SS_CACHE_RECOMPUTE && n_tokens >= 30)
+        CHECK(n_ev > 0, "policy %d evicted nothing", (int)cc.policy);
+    ss_state_clear_evictions(s1);
+    ev = ss_state_evictions(s1, &n_ev);
+    CHECK(n_ev == 0, "cleared log has %zu events", n_ev);
+
+    /* Chunked: speculative-style over-run + rollback, then the real tokens. */
+    int pos = 0;
+    while (pos < n_tokens) {
+        const int c = n_tokens - pos < 5 ? n_tokens - pos : 5;
+        int32_t junk[3] = {1, 2, 3};
+        OK(ss_forward(m, s2, ids + pos, c, b + (size_t)pos * V, c, E));
+        if (pos + c < n_tokens && c + 3 <= 16) {
+            OK(ss_forward(m, s2, junk, 3, NULL, 0, E));
+            OK(ss_state_rollback(s2, 3, E));
+        }
+        ss_state_commit(s2);
+        pos += c;
+    }
+    CHECK(all_finite(b, (size_t)n_tokens * V), "non-finite logits, policy %d", (int)cc.policy);
+    /* Data-dependent policies settle choices at commit, so chunked runs may
+     * differ from token-by-token ones; the rest must agree. */
+    const int exact = cc.policy <= SS_CACHE_RECOMPUTE && cc.refresh_budget == 0 && cc.entropy_threshold == 0.0f;
+    if (exact) {
+        double worst = 0.0;
+        for (size_t i = 0; i < (size_t)n_tokens * V; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+        CHECK(worst < 1e-3, "policy case %d: chunked vs token-by-token differ by %g", which, worst);
+    }
+    CHECK(ss_state_cache_bytes(s2) > 0, "cache bytes");
+out:
+    ss_state_free(s1);
+    ss_state_free(s2);
+    free(ids);
+    free(a);
+    free(b);
+}
+
+static void exercise_eval(const ss_model *m, int which) {
+    const int V = ss_model_get_config(m)->vocab_rows, n = quick ? 30 : 50;
+    const ss_cache_config cc = cache_config(which);
+    int32_t ids[50];
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 13 + 1) % V);
+    float nll[49];
+    int32_t visible[50];
+    double t0, t1;
+    int64_t done = 0;
+    for (int chunk = 1; chunk <= 8; chunk += 7) {
+        ss_state *s = NULL;
+        OK(ss_state_create(m, &cc, chunk, &s, E));
+        if (!s) continue;
+        ss_state_record_evictions(s, 1);
+        OK(ss_eval_nll(m, s, ids, n, chunk, nll, visible, &t0, &t1, &done, NULL, E));
+        CHECK(done == n && all_finite(nll, (size_t)n - 1), "eval_nll policy case %d chunk %d", which, chunk);
+        for (int i = 0; i < n - 1; i++) CHECK(nll[i] >= 0.0f, "nll[%d] = %g", i, (double)nll[i]);
+        /* not fresh any more */
+        FAILS(SS_ERR_INVALID_ARGUMENT, "fresh state", ss_eval_nll(m, s, ids, n, chunk, nll, NULL, &t0, &t1, &done, NULL, E));
+        ss_state_free(s);
+    }
+    ss_state *s = NULL;
+    OK(ss_state_create(m, &cc, 4, &s, E));
+    volatile int cancel = 1;
+    FAILS(SS_ERR_CANCELLED, "cancelled", ss_eval_nll(m, s, ids, n, 4, nll, NULL, &t0, &t1, &done, &cancel, E));
+    CHECK(done == 0, "done %lld after cancel", (long long)done);
+    ss_state_free(s);
+}
+
+typedef struct {
+    ss_draft_kind kind;
+    int k, adaptive;
+    float forced;
+    ss_sampling sampling;
+    int use_padded_draft;
+} gen_case;
+
+/* Runs a generation to the end in steps of 3 tokens; returns tokens made. */
+static int run_generation(const ss_model *t, const ss_model *d, const ss_cache_config *tc, const ss_cache_config *dc,
+                          const gen_case *gc, int max_new, int32_t *out) {
+    const int32_t prompt[] = {5, 9, 2, 5, 9, 2, 5, 9, 11, 4, 5, 9};
+    const int32_t stops[] = {0};
+    ss_speculative spec = {.kind = gc->kind, .k = gc->k, .adaptive = gc->adaptive, .k_min = 1, .k_max = 6,
+                           .ema_decay = 0.7f, .lookup_ngram = 3, .forced_acceptance = gc->forced};
+    ss_generator *g = NULL;
+    OK(ss_generator_create(t, tc, gc->kind == SS_DRAFT_MODEL ? d : NULL, dc, &spec, &gc->sampling, prompt,
+                           (int)(sizeof prompt / sizeof prompt[0]), max_new, stops, 1, &g, E));
+    if (!g) return 0;
+    int total = 0;
+    while (!ss_generator_done(g)) {
+        int got = 0;
+        OK(ss_generator_step(g, out + total, 3, &got, NULL, E));
+        CHECK(got >= 0 && got <= 3, "step returned %d", got);
+        total += got;
+        if (got == 0) break;
+    }
+    const ss_gen_stats *st = ss_generator_stats(g);
+    CHECK(st->new_tokens == total, "stats %lld vs %d", (long long)st->new_tokens, total);
+    CHECK(st->accepted <= st->drafted, "accepted %lld > drafted %lld", (long long)st->accepted, (long long)st->drafted);
+    if (total > 0) CHECK(ss_state_length(ss_generator_target_state(g)) >= 12, "target length");
+    CHECK(st->cache_bytes > 0, "cache bytes");
+    ss_generator_free(g);
+    return total;
+}
+
+static void exercise_generation(const ss_model *t, const ss_model *d, const ss_model *d_padded) {
+    enum { MAX_OUT = 24 };
+    const int MAX_NEW = quick ? 12 : MAX_OUT;
+    int32_t ref[MAX_OUT], out[MAX_OUT];
+    const ss_sampling greedy = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 1};
+    const ss_sampling samplers[] = {
+        {.temperature = 0.9f, .top_k = 0, .top_p = 1.0f, .seed = 7},
+        {.temperature = 1.2f, .top_k = 5, .top_p = 1.0f, .seed = 8},
+        {.temperature = 0.8f, .top_k = 0, .top_p = 0.7f, .seed = 9},
+        {.temperature = 1.0f, .top_k = 9, .top_p = 0.9f, .seed = 10},
+    };
+    const int all_caches[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, quick_caches[] = {0, 3, 5, 10};
+    const int *caches = quick ? quick_caches : all_caches;
+    const size_t n_caches = quick ? 4 : 11;
+    for (size_t ci = 0; ci < n_caches; ci++) {
+        ss_cache_config tc = cache_config(caches[ci]);
+        if (tc.policy == SS_CACHE_FULL) tc.capacity = 12 + MAX_NEW + 8;
+        const ss_cache_config dc = cache_config(2);
+        const gen_case plain = {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = greedy};
+        const int n_ref = run_generation(t, d, &tc, &dc, &plain, MAX_NEW, ref);
+        const gen_case greedy_cases[] = {
+            {.kind = SS_DRAFT_MODEL, .k = 4, .forced = -1.0f, .sampling = greedy},
+            {.kind = SS_DRAFT_MODEL, .k = 3, .adaptive = 1, .forced = -1.0f, .sampling = greedy},
+            {.kind = SS_DRAFT_LOOKUP, .k = 5, .forced = -1.0f, .sampling = greedy},
+            {.kind = SS_DRAFT_MODEL, .k = 2, .forced = -1.0f, .sampling = greedy, .use_padded_draft = 1},
+        };
+        /* Greedy speculative decoding is lossless for exact policies. */
+        const int exact = tc.policy <= SS_CACHE_RECOMPUTE && tc.refresh_budget == 0 && tc.entropy_threshold == 0.0f;
+        for (size_t g = 0; g < sizeof greedy_cases / sizeof greedy_cases[0]; g++) {
+            const gen_case *gc = &greedy_cases[g];
+            const int n = run_generation(t, gc->use_padded_draft ? d_padded : d, &tc, &dc, gc, MAX_NEW, out);
+            if (exact)
+                CHECK(n == n_ref && memcmp(out, ref, (size_t)n * sizeof *out) == 0,
+                      "cache case %d, greedy case %zu: speculative output differs from target-only", caches[ci], g);
+        }
+        /* every sampler with the full cache, one (in turn) with the others */
+        for (size_t s = 0; s < sizeof samplers / sizeof samplers[0]; s++) {
+            if ((quick || ci > 0) && s != ci % 4) continue;
+            const gen_case cases[] = {
+                {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = samplers[s]},
+                {.kind = SS_DRAFT_MODEL, .k = 3, .forced = -1.0f, .sampling = samplers[s]},
+                {.kind = SS_DRAFT_LOOKUP, .k = 4, .forced = -1.0f, .sampling = samplers[s]},
+                {.kind = SS_DRAFT_MODEL, .k = 4, .forced = 0.5f, .sampling = samplers[s]},
+                /* adaptive k follows measured timings: not reproducible */
+                {.kind = SS_DRAFT_MODEL, .k = 4, .adaptive = 1, .forced = -1.0f, .sampling = samplers[s]},
+            };
+            for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+                int32_t again[MAX_OUT];
+                const int n1 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, out);
+                for (int i = 0; i < n1; i++) CHECK(out[i] >= 0 && out[i] < 97, "token %d", out[i]);
+                if (cases[c].kind != SS_DRAFT_MODEL || cases[c].adaptive) continue;
+                const int n2 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, again);
+                CHECK(n1 == n2 && memcmp(out, again, (size_t)n1 * sizeof *out) == 0,
+                      "sampling is not reproducible (cache %d, sampler %zu, case %zu)", caches[ci], s, c);
+            }
+        }
+    }
+    /* forced acceptance extremes, max_new_tokens 0, cancellation, early free */
+    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 128, .compress_every = 1};
+    const gen_case all = {.kind = SS_DRAFT_MODEL, .k = 6, .forced = 1.0f, .sampling = greedy};
+    const gen_case none = {.kind = SS_DRAFT_MODEL, .k = 6, .forced = 0.0f, .sampling = samplers[0]};
+    CHECK(run_generation(t, d, &full, &full, &all, MAX_NEW, out) >= 1, "forced 1");
+    CHECK(run_generation(t, d, &full, &full, &none, MAX_NEW, out) >= 1, "forced 0");
+    const gen_case plain = {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = greedy};
+    CHECK(run_generation(t, d, &full, &full, &plain, 0, out) == 0, "max_new_tokens 0");
+
+    const int32_t prompt[] = {1, 2, 3};
+    const ss_speculative spec = {.kind = SS_DRAFT_MODEL, .k = 3, .k_min = 1, .k_max = 3, .forced_acceptance = -1.0f};
+    ss_generator *g = NULL;
+    OK(ss_generator_create(t, &full, d, &full, &spec, &greedy, prompt, 3, 50, NULL, 0, &g, E));
+    volatile int cancel = 1;
+    int got = -1;
+    FAILS(SS_ERR_CANCELLED, "cancelled", ss_generator_step(g, out, 5, &got, &cancel, E));
+    cancel = 0;
+    OK(ss_generator_step(g, out, 5, &got, &cancel, E));
+    CHECK(got == 5, "got %d", got);
+    ss_generator_free(g); /* before the end */
+
+    /* a stop id ends generation at its first occurrence, included */
+    int32_t free_run[50];
+    const int n_free = run_generation(t, d, &full, &full, &plain, 30, free_run);
+    if (n_free >= 6) {
+        const int32_t stop = free_run[5];
+        int first = 0;
+        while (free_run[first] != stop) first++;
+        g = NULL;
+        const int32_t prompt12[] = {5, 9, 2, 5, 9, 2, 5, 9, 11, 4, 5, 9};
+        OK(ss_generator_create(t, &full, NULL, NULL, &(ss_speculative){.kind = SS_DRAFT_NONE}, &greedy, prompt12, 12,
+                               50, &stop, 1, &g, E));
+        int n = 0;
+        while (g && !ss_generator_done(g)) {
+            OK(ss_generator_step(g, out + n, MAX_NEW - n, &got, NULL, E));
+            n += got;
+            if (got == 0) break;
+        }
+        CHECK(n == first + 1 && out[n - 1] == stop, "stop id %d: %d tokens, want %d", stop, n, first + 1);
+        ss_generator_free(g);
+    }
+}
+
+static void exercise_errors(const ss_model *m, const host_weights *h) {
+    ss_model *bad = NULL;
+    ss_model_config cfg = h->cfg;
+    cfg.n_head = 5; /* 32 % 5 != 0 */
+    FAILS(SS_ERR_INVALID_ARGUMENT, "not divisible", ss_model_create(&cfg, &h->w, SS_F32, &bad, E));
+    cfg = h->cfg;
+    cfg.vocab_rows = 0;
+    FAILS(SS_ERR_INVALID_ARGUMENT, "positive", ss_model_create(&cfg, &h->w, SS_F32, &bad, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "dtype", ss_model_create(&h->cfg, &h->w, (ss_dtype)9, &bad, E));
+    /* a missing tensor and a wrong shape, named */
+    ss_weights w = h->w;
+    ss_layer_weights *layers = malloc((size_t)h->cfg.n_layer * sizeof *layers);
+    memcpy(layers, h->layers, (size_t)h->cfg.n_layer * sizeof *layers);
+    w.layers = layers;
+    layers[1].out_w.data = NULL;
+    FAILS(SS_ERR_SHAPE, "gpt_neox.layers.1.attention.dense.weight is missing", ss_model_create(&h->cfg, &w, SS_BF16, &bad, E));
+    layers[1] = h->layers[1];
+    layers[0].fc1_w.rows = 7;
+    FAILS(SS_ERR_SHAPE, "gpt_neox.layers.0.mlp.dense_h_to_4h.weight has shape", ss_model_create(&h->cfg, &w, SS_F16, &bad, E));
+    layers[0] = h->layers[0];
+    w.embed_out.dtype = (ss_dtype)7;
+    FAILS(SS_ERR_SHAPE, "embed_out.weight has an unsupported dtype", ss_model_create(&h->cfg, &w, SS_F32, &bad, E));
+    free(layers);
+    CHECK(bad == NULL, "failed create returned a model");
+
+    /* states */
+    ss_state *s = NULL;
+    const ss_cache_config bad_caches[] = {
+        {.policy = (ss_cache_policy)99, .window = 8, .compress_every = 1},
+        {.policy = SS_CACHE_FULL, .capacity = 0, .compress_every = 1},
+        {.policy = SS_CACHE_WINDOW, .window = 0, .compress_every = 1},
+        {.policy = SS_CACHE_STREAMING, .n_sink = 9, .window = 8, .compress_every = 1},
+        {.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 0},
+        {.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 2, .overlap = 2},
+        {.policy = SS_CACHE_H2O, .n_sink = 2, .window = 8, .compress_every = 1, .heavy = 0},
+        {.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1, .refresh_budget = 2, .refresh = SS_REFRESH_STRUCTURAL},
+    };
+    for (size_t i = 0; i < sizeof bad_caches / sizeof bad_caches[0]; i++) {
+        FAILS(SS_ERR_INVALID_ARGUMENT, "cache", ss_state_create(m, &bad_caches[i], 4, &s, E));
+        CHECK(s == NULL, "failed state create returned a state");
+    }
+    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 6, .compress_every = 1};
+    FAILS(SS_ERR_INVALID_ARGUMENT, "max_batch", ss_state_create(m, &full, 0, &s, E));
+    OK(ss_state_create(m, &full, 4, &s, E));
+    const int32_t ids[] = {1, 2, 3, 4, 5, 6, 7, 8}, oob[] = {1, 97}, neg[] = {-1};
+    float logits[8 * 97];
+    FAILS(SS_ERR_OUT_OF_RANGE, "token id 97 at index 1", ss_forward(m, s, oob, 2, logits, 2, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "token id -1", ss_forward(m, s, neg, 1, logits, 1, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "empty", ss_forward(m, s, ids, 0, logits, 0, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "n_out", ss_forward(m, s, ids, 2, logits, 3, E));
+    FAILS(SS_ERR_CAPACITY, "batch limit", ss_forward(m, s, ids, 5, logits, 5, E));
+    OK(ss_forward(m, s, ids, 3, logits, 3, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "roll back", ss_state_rollback(s, 4, E));
+    ss_state_commit(s);
+    OK(ss_forward(m, s, ids, 3, logits, 1, E));
+    ss_state_commit(s);
+    FAILS(SS_ERR_CAPACITY, "exceeds the KV cache capacity of 6", ss_forward(m, s, ids, 1, logits, 1, E));
+    CHECK(ss_state_length(s) == 6, "length after failures %lld", (long long)ss_state_length(s));
+    ss_state_free(s);
+
+    s = NULL;
+    OK(ss_state_create(m, &full, 2, &s, E));
+    float nll[8];
+    double a, b;
+    int64_t done;
+    FAILS(SS_ERR_INVALID_ARGUMENT, "at least 2 tokens", ss_eval_nll(m, s, ids, 1, 1, nll, NULL, &a, &b, &done, NULL, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "chunk", ss_eval_nll(m, s, ids, 4, 3, nll, NULL, &a, &b, &done, NULL, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "token id 97", ss_eval_nll(m, s, oob, 2, 1, nll, NULL, &a, &b, &done, NULL, E));
+    FAILS(SS_ERR_CAPACITY, "capacity", ss_eval_nll(m, s, ids, 8, 2, nll, NULL, &a, &b, &done, NULL, E));
+    ss_state_free(s);
+
+    /* generators */
+    ss_generator *g = NULL;
+    const ss_speculative none = {.kind = SS_DRAFT_NONE, .forced_acceptance = -1.0f};
+    const ss_sampling greedy = {.temperature = 0.0f, .top_p = 1.0f};
+    const ss_cache_config big = {.policy = SS_CACHE_FULL, .capacity = 64, .compress_every = 1};
+    FAILS(SS_ERR_INVALID_ARGUMENT, "empty", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 0, 4, NULL, 0, &g, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "max_new_tokens", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 2, -1, NULL, 0, &g, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "prompt token id 97", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, oob, 2, 4, NULL, 0, &g, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "stop token id", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 2, 4, oob + 1, 1, &g, E));
+    const ss_sampling bad_samplings[] = {
+        {.temperature = -1.0f, .top_p = 1.0f}, {.temperature = NAN, .top_p = 1.0f},
+        {.temperature = INFINITY, .top_p = 1.0f}, {.temperature = 1.0f, .top_p = 0.0f},
+        {.temperature = 1.0f, .top_p = 1.5f}, {.temperature = 1.0f, .top_p = NAN}, {.temperature = 1.0f, .top_k = -1, .top_p = 1.0f},
+    };
+    for (size_t i = 0; i < sizeof bad_samplings / sizeof bad_samplings[0]; i++)
+        FAILS(SS_ERR_INVALID_ARGUMENT, "must", ss_generator_create(m, &big, NULL, NULL, &none, &bad_samplings[i], ids, 2, 4, NULL, 0, &g, E));
+    const ss_speculative bad_specs[] = {
+        {.kind = SS_DRAFT_LOOKUP, .k = 0, .lookup_ngram = 2, .forced_acceptance = -1.0f},
+        {.kind = SS_DRAFT_LOOKUP, .k = 65, .lookup_ngram = 2, .forced_acceptance = -1.0f},
+        {.kind = (ss_draft_kind)7, .k = 2, .forced_acceptance = -1.0f},
+        {.kind = SS_DRAFT_LOOKUP, .k = 2, .adaptive = 1, .k_min = 4, .k_max = 2, .lookup_ngram = 2, .forced_acceptance = -1.0f},
+        {.kind = SS_DRAFT_LOOKUP, .k = 2, .lookup_ngram = 0, .forced_acceptance = -1.0f},
+        {.kind = SS_DRAFT_LOOKUP, .k = 2, .lookup_ngram = 2, .forced_acceptance = 1.5f},
+        {.kind = SS_DRAFT_MODEL, .k = 2, .forced_acceptance = -1.0f}, /* no draft given */
+    };
+    for (size_t i = 0; i < sizeof bad_specs / sizeof bad_specs[0]; i++)
+        FAILS(SS_ERR_INVALID_ARGUMENT, "", ss_generator_create(m, &big, NULL, NULL, &bad_specs[i], &greedy, ids, 2, 4, NULL, 0, &g, E));
+    CHECK(g == NULL, "failed generator create returned a generator");
+    /* the target cache too small for the prompt fails at the first step */
+    const ss_cache_config tiny = {.policy = SS_CACHE_FULL, .capacity = 4, .compress_every = 1};
+    OK(ss_generator_create(m, &tiny, NULL, NULL, &none, &greedy, ids, 8, 4, NULL, 0, &g, E));
+    int32_t out[8];
+    int got;
+    FAILS(SS_ERR_CAPACITY, "capacity", ss_generator_step(g, out, 4, &got, NULL, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "max_tokens", ss_generator_step(g, out, -1, &got, NULL, E));
+    CHECK(ss_generator_done(g), "a failed generator is done");
+    ss_generator_free(g);
+
+    /* no CUDA in this build: moving the model must fail cleanly */
+    if (ss_cuda_available() == 0) {
+        ss_model *copy = NULL;
+        OK(ss_model_create(&h->cfg, &h->w, SS_F32, &copy, E));
+        FAILS(SS_ERR_UNSUPPORTED, "", ss_model_set_device(copy, 1, E));
+        CHECK(ss_model_get_device(copy) == 0, "device after failure");
+        OK(ss_model_set_device(copy, 0, E));
+        ss_model_free(copy);
+    }
+
+    /* freeing NULL is a no-op */
+    ss_model_free(NULL);
+    ss_state_free(NULL);
+    ss_generator_free(NULL);
+}
+
+/* Every storage dtype x every compute dtype gives close logits. */
+static void exercise_dtypes(void) {
+    const ss_dtype dts[] = {SS_F32, SS_F16, SS_BF16};
+    const int32_t ids[] = {4, 8, 15, 16, 23, 42};
+    float ref[6 * 97], got[6 * 97];
+    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 16, .compress_every = 1};
+    for (int st = 0; st < 3; st++) {
+        host_weights h;
+        host_init(&h, 2, 32, 4, 96, 97, st != 1, dts[st], 42);
+        for (int ct = 0; ct < 3; ct++) {
+            ss_model *m = NULL;
+            ss_state *s = NULL;
+            OK(ss_model_create(&h.cfg, &h.w, dts[ct], &m, E));
+            if (!m) continue;
+            CHECK(ss_model_weight_bytes(m) > 0, "weight bytes");
+            OK(ss_state_create(m, &full, 6, &s, E));
+            OK(ss_forward(m, s, ids, 6, ct == 0 ? ref : got, 6, E));
+            if (ct > 0) {
+                double worst = 0.0, scale = 0.0;
+                for (int i = 0; i < 6 * 97; i++) {
+                    worst = fmax(worst, fabs((double)ref[i] - got[i]));
+                    scale = fmax(scale, fabs((double)ref[i]));
+                }
+                CHECK(worst <= 0.05 * scale + 1e-3, "storage %d compute %d: error %g of %g", st, ct, worst, scale);
+            }
+            ss_state_free(s);
+            ss_model_free(m);
+        }
+        host_free(&h);
+    }
+}
+
+int main(int argc, char **argv) {
+    int repeats = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else repeats = atoi(argv[i]);
+    }
+    CHECK(strlen(ss_cpu_kernels()) > 0, "kernel name");
+    const int threads = ss_get_num_threads();
+    ss_set_num_threads(2);
+    CHECK(ss_get_num_threads() == 2, "threads %d", ss_get_num_threads());
+    for (int r = 0; r < repeats; r++) {
+        host_weights ht, hd, hp;
+        host_init(&ht, 2, 32, 4, 96, 97, 1, SS_F32, 1);
+        host_init(&hd, 1, 16, 2, 64, 97, 0, SS_BF16, 2);
+        host_init(&hp, 1, 16, 2, 64, 128, 1, SS_F16, 3); /* padded vocabulary */
+        ss_model *t = NULL, *d = NULL, *dp = NULL;
+        OK(ss_model_create(&ht.cfg, &ht.w, SS_F32, &t, E));  /* borrows */
+        OK(ss_model_create(&hd.cfg, &hd.w, SS_BF16, &d, E)); /* borrows bf16 */
+        OK(ss_model_create(&hp.cfg, &hp.w, SS_F32, &dp, E)); /* converts f16 */
+        if (!t || !d || !dp) return 1;
+        for (int c = 0; c < N_CACHES; c++) exercise_state(t, c, quick ? 30 : 60);
+        for (int c = 0; c < N_CACHES; c++) exercise_eval(t, c);
+        exercise_generation(t, d, dp);
+        exercise_errors(t, &ht);
+        exercise_dtypes();
+        ss_model_free(t);
+        ss_model_free(d);
+        ss_model_free(dp);
+        host_free(&ht);
+        host_free(&hd);
+        host_free(&hp);
+    }
+    ss_set_num_threads(threads);
+    if (failures) {
+        fprintf(stderr, "harness: FAILED %d of %d checks\n", failures, checks);
+        return 1;
+    }
+    printf("harness: OK, %d checks passed (%s, %d repeat%s, kernels %s)\n", checks, quick ? "quick" : "full", repeats,
+           repeats == 1 ? "" : "s", ss_cpu_kernels());
+    return 0;
+}
