@@ -207,7 +207,7 @@ static float entropy_of(const float *logits, int V) {
 static ss_status forward_tokens(const ss_model *m, ss_state *s, const int32_t *tokens, int n,
                                 int64_t t0, float *logits, int n_out, ss_error *err) {
     const ss_model_config *c = &m->cfg;
-    const int d = c->d_model, half = c->rotary_dim / 2;
+    const int half = c->rotary_dim / 2;
     const size_t stride = (size_t)half + 1;
     ss_kv_cache *kv = &s->cache;
     /* The committed schedule is advanced for position `committed`; pending
