@@ -48,7 +48,12 @@ typedef struct {
 
 /* ------------------------------------------------------------------ models */
 
-typedef enum { SS_F32 = 0, SS_F16 = 1, SS_BF16 = 2 } ss_dtype;
+/* Storage dtypes. SS_I8 is a weight-matrix storage only (ss_model_create's
+ * weight_dtype): each matrix is quantized at load, symmetric per output row
+ * (int8 values and one f32 scale per row); embed_in stays in the dtype it
+ * was given (one row is read per token), norms and biases in f32. Input
+ * tensors are f32, f16 or bf16. */
+typedef enum { SS_F32 = 0, SS_F16 = 1, SS_BF16 = 2, SS_I8 = 3 } ss_dtype;
 
 typedef struct {
     int n_layer;

@@ -15,5 +15,6 @@ PyObject *ss_py_raise(ss_status status, const ss_error *err);
 /* Each binding file adds its types/functions to the module. */
 int ss_py_add_model(PyObject *module);
 int ss_py_add_tokenizer(PyObject *module);
+int ss_py_add_kernels(PyObject *module); /* py_kernels.c: kernel access for tests */
 
 #endif

@@ -141,7 +141,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     import_array();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    if (ss_py_add_model(m) < 0 || ss_py_add_tokenizer(m) < 0) {
+    if (ss_py_add_model(m) < 0 || ss_py_add_tokenizer(m) < 0 || ss_py_add_kernels(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

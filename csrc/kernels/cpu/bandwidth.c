@@ -1,6 +1,9 @@
-/* A read-bandwidth probe: the roofline that batch-1 decode is measured
- * against. Streams a buffer larger than the caches with every thread, the
- * same access pattern as a weight matrix in ss_matmul. */
+/* Roofline probes. A read-bandwidth probe, what batch-1 decode is measured
+ * against: streams a buffer larger than the caches with every thread, the
+ * same access pattern as a weight matrix in ss_matmul. And an FMA-throughput
+ * probe, what prefill GEMMs are measured against: every thread runs
+ * independent chains of f32 FMAs on registers (no memory traffic). */
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 
@@ -57,4 +60,85 @@ double ss_read_bandwidth(size_t bytes, int repeats, double *checksum) {
     if (checksum) *checksum = total;
     ss_free(buf);
     return (double)(n & ~(size_t)31) * sizeof(float) / best / 1e9;
+}
+
+/* ------------------------------------------------------------ peak FLOPs */
+
+enum { FMA_CHAINS = 12 }; /* >= FMA latency (4) x FMA ports (2), with room */
+
+#if SS_X86
+/* iters x 12 independent 8-lane FMA chains; returns a value that depends on
+ * every chain so that nothing is optimised away. */
+SS_AVX2 static float fma_chains_avx2(long iters, float seed) {
+    /* named registers, not an array: the chains must never touch memory */
+    __m256 c0 = _mm256_set1_ps(seed), c1 = _mm256_add_ps(c0, c0), c2 = _mm256_add_ps(c1, c0);
+    __m256 c3 = _mm256_add_ps(c2, c0), c4 = _mm256_add_ps(c3, c0), c5 = _mm256_add_ps(c4, c0);
+    __m256 c6 = _mm256_add_ps(c5, c0), c7 = _mm256_add_ps(c6, c0), c8 = _mm256_add_ps(c7, c0);
+    __m256 c9 = _mm256_add_ps(c8, c0), c10 = _mm256_add_ps(c9, c0), c11 = _mm256_add_ps(c10, c0);
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (long i = 0; i < iters; i++) {
+        c0 = _mm256_fmadd_ps(c0, a, b); c1 = _mm256_fmadd_ps(c1, a, b); c2 = _mm256_fmadd_ps(c2, a, b);
+        c3 = _mm256_fmadd_ps(c3, a, b); c4 = _mm256_fmadd_ps(c4, a, b); c5 = _mm256_fmadd_ps(c5, a, b);
+        c6 = _mm256_fmadd_ps(c6, a, b); c7 = _mm256_fmadd_ps(c7, a, b); c8 = _mm256_fmadd_ps(c8, a, b);
+        c9 = _mm256_fmadd_ps(c9, a, b); c10 = _mm256_fmadd_ps(c10, a, b); c11 = _mm256_fmadd_ps(c11, a, b);
+    }
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)),
+                                   _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c4, c5), _mm256_add_ps(c6, c7)),
+                                                 _mm256_add_ps(_mm256_add_ps(c8, c9), _mm256_add_ps(c10, c11))));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+#endif
+
+/* Same work in portable C (the compiler vectorises what it can). */
+static float fma_chains_scalar(long iters, float seed) {
+    float acc[FMA_CHAINS * 8];
+    for (int c = 0; c < FMA_CHAINS * 8; c++) acc[c] = seed + (float)c;
+    for (long i = 0; i < iters; i++)
+        for (int c = 0; c < FMA_CHAINS * 8; c++) acc[c] = fmaf(acc[c], 0.999999f, 1e-7f);
+    float s = 0.0f;
+    for (int c = 0; c < FMA_CHAINS * 8; c++) s += acc[c];
+    return s;
+}
+
+static float fma_chains(long iters, float seed) {
+#if SS_X86
+    if (ss_have_avx2()) return fma_chains_avx2(iters, seed);
+#endif
+    return fma_chains_scalar(iters, seed);
+}
+
+double ss_peak_gflops(double seconds, int repeats) {
+    if (repeats < 1 || !(seconds > 0.0)) return 0.0;
+    /* calibrate: iterations for about seconds / repeats per run */
+    long iters = 1 << 16;
+    for (;;) {
+        const double t0 = ss_now();
+        volatile float sink = fma_chains(iters, 1.0f);
+        (void)sink;
+        const double dt = ss_now() - t0;
+        if (dt > 0.01 || iters > (1L << 40)) {
+            iters = (long)((double)iters * (seconds / repeats) / (dt > 1e-9 ? dt : 1e-9));
+            break;
+        }
+        iters *= 4;
+    }
+    if (iters < 1024) iters = 1024;
+    double best = 0.0;
+    for (int r = 0; r < repeats; r++) {
+        double s = 0.0;
+        const double t0 = ss_now();
+        int nt = 1;
+#pragma omp parallel reduction(+ : s)
+        {
+#pragma omp single
+            nt = omp_get_num_threads();
+            s += fma_chains(iters, 1.0f + (float)omp_get_thread_num());
+        }
+        const double dt = ss_now() - t0;
+        const double gflops = (double)nt * (double)iters * FMA_CHAINS * 8 * 2 / dt / 1e9;
+        if (gflops > best && s == s) best = gflops;
+    }
+    return best;
 }

@@ -1,7 +1,13 @@
 /* CPU kernels: the arithmetic of one forward pass. Each entry point picks
- * its SIMD variant at run time (AVX2+FMA+F16C where the CPU has it, portable
- * C elsewhere), so one build serves every x86-64 machine. Weights may be
- * stored as f32, f16 or bf16; activations are always f32. */
+ * its SIMD variant at run time (AVX2+FMA+F16C where the CPU has it, AVX-512
+ * BF16 for bf16 matrix-vector products where the CPU has that, portable C
+ * elsewhere; see simd.h), so one build serves every x86-64 machine. Weights
+ * may be stored as f32, f16, bf16 or int8 with per-row scales; activations
+ * are always f32.
+ *
+ * Layout of an SS_I8 matrix [rows][cols]: rows*cols int8 values, row-major,
+ * then at the next 64-byte boundary `rows` f32 scales; row r stands for
+ * q[r][c] * scale[r]. ss_matrix_bytes gives the size of the whole block. */
 #ifndef SS_KERNELS_H
 #define SS_KERNELS_H
 
@@ -11,6 +17,15 @@
 #include "specstream.h"
 
 size_t ss_dtype_size(ss_dtype dtype);
+/* Bytes of a [rows][cols] weight matrix stored as dtype (scales included). */
+size_t ss_matrix_bytes(ss_dtype dtype, int64_t rows, int64_t cols);
+/* The per-row scales of an SS_I8 matrix. */
+const float *ss_i8_scales(const void *w, int64_t rows, int64_t cols);
+/* Quantizes a [rows][cols] matrix of f32/f16/bf16 values into the SS_I8
+ * layout at dst (ss_matrix_bytes(SS_I8, rows, cols) bytes): symmetric, per
+ * row, scale = max|w| / 127, q = round(w / scale). Threads split the rows.
+ * Returns 0, or -1 when scratch memory cannot be allocated. */
+int ss_quantize_i8(void *dst, const void *src, ss_dtype src_dtype, int64_t rows, int64_t cols);
 
 /* Converts n values of any supported dtype to f32. */
 void ss_convert_to_f32(float *dst, const void *src, ss_dtype dtype, size_t n);
@@ -19,10 +34,42 @@ void ss_convert_from_f32(void *dst, const float *src, ss_dtype dtype, size_t n);
 
 /* out[i][j] = sum_c x[i][c] * w[j][c] + bias[j] for i < n, j < m.
  * w is row-major [m][k] in dtype wt (a PyTorch Linear weight); bias may be
- * NULL. Threads split the m output rows; each weight row is read from memory
- * once per call however large n is. */
+ * NULL. Threads split the m output rows and every output is computed by one
+ * thread, so results do not depend on the thread count. Each weight row is
+ * read from memory once per call however large n is: small batches (decode,
+ * short verification) stream the weights through dot-product kernels; from
+ * SS_GEMM_MIN_TOKENS tokens on, a blocked GEMM converts each weight panel to
+ * f32 once and runs a register-blocked outer-product kernel. */
 void ss_matmul(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                const float *bias);
+
+/* What ss_matmul_ex does with each result v = x.w + bias before storing it. */
+typedef enum {
+    SS_EPI_NONE = 0,      /* out = v                                          */
+    SS_EPI_GELU = 1,      /* out = gelu(v), exact (erf)                       */
+    SS_EPI_GELU_TANH = 2, /* out = gelu(v), tanh approximation                */
+    SS_EPI_ADD = 3        /* out += v (residual accumulation)                 */
+} ss_epilogue;
+
+/* ss_matmul with a fused epilogue: the threads that compute a row apply it,
+ * saving a pass over the output (and a fork/join) per matrix. */
+void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
+                  const float *bias, ss_epilogue epi);
+
+/* Batches from this many tokens on take the GEMM path. */
+#define SS_GEMM_MIN_TOKENS 12
+
+/* The blocked GEMM itself (AVX2 machines; called by ss_matmul_ex). */
+void ss_gemm_avx2(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
+                  const float *bias, ss_epilogue epi);
+
+/* Which kernels the matrix products use for dtype at this batch size, e.g.
+ * "gemv-avx2", "gemm-avx2", "gemv-avx512bf16", "scalar" (for tests and
+ * benchmark reports). */
+const char *ss_matmul_path(ss_dtype dtype, int n);
+
+/* One GELU value, exactly as ss_gelu computes it. */
+float ss_gelu_one(float v, int tanh_approx);
 
 /* y = LayerNorm(x) * weight + bias over d values. */
 void ss_layernorm(float *y, const float *x, const float *weight, const float *bias, int d,
@@ -60,6 +107,12 @@ void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, floa
 /* Best-of-`repeats` read bandwidth in GB/s over a buffer of `bytes`, all
  * threads streaming disjoint parts (0 on allocation failure). */
 double ss_read_bandwidth(size_t bytes, int repeats, double *checksum);
+
+/* Best-of-`repeats` f32 FMA throughput in GFLOP/s (2 flops per lane per
+ * FMA), all threads running independent register-resident FMA chains for
+ * about `seconds` in all: the compute roofline that prefill is measured
+ * against. */
+double ss_peak_gflops(double seconds, int repeats);
 
 /* Name of the SIMD variant in use. */
 const char *ss_kernel_variant(void);

@@ -1,21 +1,34 @@
-/* Run-time SIMD dispatch. Kernels compiled for AVX2 carry SS_AVX2 so that a
- * portable build (no -march=native) still contains them; ss_have_avx2()
- * decides at run time whether they may be called. */
+/* Run-time SIMD dispatch. Kernels compiled for AVX2 carry SS_AVX2 (and the
+ * AVX-512 ones SS_AVX512BF16) so that a portable build (no -march=native)
+ * still contains them; ss_simd_level() decides at run time which may be
+ * called.
+ *
+ * The environment variable SPECSTREAM_KERNELS caps the level, read once per
+ * process: "scalar" (portable C everywhere), "avx2" (no AVX-512 paths) or
+ * "auto" (default: the best the CPU has). Tests use it to compare the
+ * portable path with the SIMD one; users can use it to rule out a path. */
 #ifndef SS_SIMD_H
 #define SS_SIMD_H
+
+enum {
+    SS_SIMD_SCALAR = 0,
+    SS_SIMD_AVX2 = 1,       /* AVX2 + FMA + F16C                              */
+    SS_SIMD_AVX512BF16 = 2  /* + AVX-512 F/BW/VL and BF16 dot products        */
+};
+
+/* The level in use (cached after the first call). */
+int ss_simd_level(void);
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SS_X86 1
 #include <immintrin.h>
 #define SS_AVX2 __attribute__((target("avx2,fma,f16c")))
-static inline int ss_have_avx2(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-}
+#define SS_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
 #define SS_X86 0
-static inline int ss_have_avx2(void) { return 0; }
 #endif
+
+static inline int ss_have_avx2(void) { return ss_simd_level() >= SS_SIMD_AVX2; }
+static inline int ss_have_avx512bf16(void) { return ss_simd_level() >= SS_SIMD_AVX512BF16; }
 
 #endif
