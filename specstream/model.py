@@ -30,6 +30,7 @@ _DTYPE_ALIASES = {
     "f32": "f32", "float32": "f32", "fp32": "f32",
     "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
     "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "i8": "int8",   # weight-only, per-row scales, quantized at load (CPU only)
 }
 _PREFILL_CHUNK = 256
 _MAX_CHUNK = 1 << 20          # the core's limit on tokens per forward call
@@ -40,7 +41,7 @@ _DEVICES = {"cpu": 0, "cuda": 1}   # the core's ss_device
 
 
 def normalize_dtype(dtype: str) -> str:
-    """Maps "float32"/"bfloat16"/... to the core's "f32"/"bf16"/"f16"."""
+    """Maps "float32"/"bfloat16"/"i8"/... to the core's "f32"/"bf16"/"f16"/"int8"."""
     if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
         raise ValueError(f"dtype must be one of {sorted(set(_DTYPE_ALIASES))}, got {dtype!r}")
     return _DTYPE_ALIASES[dtype.lower()]

@@ -244,10 +244,10 @@ ss_status ss_cpu_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens
     (void)err;
     const ss_model_config *c = &m->cfg;
     const int d = c->d_model;
-    const size_t es = ss_dtype_size(m->wtype);
+    const size_t es = ss_dtype_size(m->etype);
     for (int i = 0; i < n; i++)
         ss_convert_to_f32(s->x + (size_t)i * d, (const char *)m->embed_in + (size_t)tokens[i] * d * es,
-                          m->wtype, (size_t)d);
+                          m->etype, (size_t)d);
     for (int li = 0; li < c->n_layer; li++) layer_forward(m, s, li, n);
     if (logits && n_out > 0) {
         const int first = n - n_out;

@@ -46,6 +46,14 @@ static ss_status take_matrix(ss_model *m, const ss_tensor *t, int64_t rows, int6
         *out = t->data;
         return SS_OK;
     }
+    if (m->wtype == SS_I8) { /* quantized at load, per output row */
+        const size_t bytes = ss_matrix_bytes(SS_I8, rows, cols);
+        void *dst = ss_alloc(bytes, 1);
+        if (!track(m, dst) || ss_quantize_i8(dst, t->data, t->dtype, rows, cols) != 0)
+            return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes to quantize %s", bytes, name);
+        *out = dst;
+        return SS_OK;
+    }
     const size_t n = (size_t)rows * (size_t)cols;
     void *dst = ss_alloc(n, ss_dtype_size(m->wtype));
     float *row = ss_alloc((size_t)cols, sizeof(float));
@@ -100,7 +108,7 @@ ss_status ss_model_create(const ss_model_config *config, const ss_weights *w, ss
     *out = NULL;
     ss_status st = check_config(config, err);
     if (st != SS_OK) return st;
-    if (weight_dtype != SS_F32 && weight_dtype != SS_F16 && weight_dtype != SS_BF16)
+    if (weight_dtype != SS_F32 && weight_dtype != SS_F16 && weight_dtype != SS_BF16 && weight_dtype != SS_I8)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unsupported weight dtype %d", (int)weight_dtype);
     if (!w || !w->layers) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "weights are missing");
     ss_model *m = calloc(1, sizeof *m);
@@ -121,7 +129,14 @@ ss_status ss_model_create(const ss_model_config *config, const ss_weights *w, ss
         st = (call);               \
         if (st != SS_OK) goto fail; \
     } while (0)
-    TRY(take_matrix(m, &w->embed_in, V, d, "gpt_neox.embed_in.weight", &m->embed_in, err));
+    if (weight_dtype == SS_I8) { /* embed_in stays as given: borrowed, one row per token */
+        TRY(check_shape(&w->embed_in, V, d, "gpt_neox.embed_in.weight", err));
+        m->embed_in = w->embed_in.data;
+        m->etype = w->embed_in.dtype;
+    } else {
+        m->etype = weight_dtype;
+        TRY(take_matrix(m, &w->embed_in, V, d, "gpt_neox.embed_in.weight", &m->embed_in, err));
+    }
     TRY(take_matrix(m, &w->embed_out, V, d, "embed_out.weight", &m->embed_out, err));
     TRY(take_vector(m, &w->final_ln_w, d, "gpt_neox.final_layer_norm.weight", &m->lnf_w, err));
     TRY(take_vector(m, &w->final_ln_b, d, "gpt_neox.final_layer_norm.bias", &m->lnf_b, err));
@@ -159,6 +174,8 @@ ss_status ss_model_set_device(ss_model *m, int device, ss_error *err) {
         return SS_OK;
     }
     if (device != SS_DEVICE_CUDA) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unknown device %d", device);
+    if (m->wtype == SS_I8)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "int8 weights run on the CPU only (load with f32, f16 or bf16 for CUDA)");
     if (ss_cuda_device_count() < 1)
         return ss_fail(err, SS_ERR_UNSUPPORTED, "no CUDA GPU is available (or this build has no CUDA backend)");
     ss_status st = ss_cuda_model_init(m, err);
@@ -183,7 +200,10 @@ const ss_model_config *ss_model_get_config(const ss_model *m) { return &m->cfg; 
 
 size_t ss_model_weight_bytes(const ss_model *m) {
     const size_t d = (size_t)m->cfg.d_model, ff = (size_t)m->cfg.d_ff, V = (size_t)m->cfg.vocab_rows;
-    const size_t es = ss_dtype_size(m->wtype);
-    const size_t per_layer = (3 * d * d + d * d + 2 * d * ff) * es + (3 * d + 6 * d + ff) * sizeof(float);
-    return (size_t)m->cfg.n_layer * per_layer + (V * d + d) * es + 2 * d * sizeof(float);
+    const ss_dtype wt = m->wtype;
+    const size_t per_layer = ss_matrix_bytes(wt, 3 * d, d) + ss_matrix_bytes(wt, d, d) + ss_matrix_bytes(wt, ff, d) +
+                             ss_matrix_bytes(wt, d, ff) + (3 * d + 6 * d + ff) * sizeof(float);
+    /* embed_out, one row of embed_in, the final norm */
+    return (size_t)m->cfg.n_layer * per_layer + ss_matrix_bytes(wt, V, d) + d * ss_dtype_size(m->etype) +
+           2 * d * sizeof(float);
 }

@@ -5,7 +5,9 @@
 #include "specstream.h"
 
 typedef struct {
-    const void *qkv_w, *out_w, *fc1_w, *fc2_w; /* stored as ss_model.wtype */
+    /* stored as ss_model.wtype; SS_I8 matrices carry their per-row scales
+     * after the values (kernels/cpu/kernels.h, ss_i8_scales) */
+    const void *qkv_w, *out_w, *fc1_w, *fc2_w;
     float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     float *qkv_b, *out_b, *fc1_b, *fc2_b;
 } ss_layer;
@@ -15,9 +17,13 @@ struct ss_model {
     int device;        /* ss_device (model/backend.h)               */
     void *cuda;        /* device-side weights of the CUDA backend   */
     int head_dim;
-    ss_dtype wtype;
+    ss_dtype wtype;    /* storage of the weight matrices                  */
+    ss_dtype etype;    /* storage of embed_in: wtype, except for SS_I8
+                          models, where it keeps its given dtype (one row
+                          is read per token, so quantizing saves nothing) */
     ss_layer *layers;
-    const void *embed_in, *embed_out; /* stored as wtype */
+    const void *embed_in;  /* stored as etype */
+    const void *embed_out; /* stored as wtype */
     float *lnf_w, *lnf_b;
     void **owned; /* every buffer the model allocated */
     size_t n_owned, cap_owned;

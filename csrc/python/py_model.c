@@ -14,8 +14,9 @@ static int parse_dtype(const char *name, ss_dtype *out) {
     if (!strcmp(name, "f32")) *out = SS_F32;
     else if (!strcmp(name, "f16")) *out = SS_F16;
     else if (!strcmp(name, "bf16")) *out = SS_BF16;
+    else if (!strcmp(name, "int8") || !strcmp(name, "i8")) *out = SS_I8;
     else {
-        PyErr_Format(PyExc_ValueError, "unknown dtype '%s' (expected f32, f16 or bf16)", name);
+        PyErr_Format(PyExc_ValueError, "unknown dtype '%s' (expected f32, f16, bf16 or int8)", name);
         return -1;
     }
     return 0;
