@@ -172,21 +172,20 @@ static void layer_forward(const ss_model *m, ss_state *s, int li, int n) {
         ss_layernorm(s->h + (size_t)i * d, s->x + (size_t)i * d, L->ln1_w, L->ln1_b, d, c->layer_norm_eps);
     ss_matmul(s->qkv, s->h, n, d, L->qkv_w, m->wtype, 3 * d, L->qkv_b);
     attention(m, s, li, n);
-    ss_matmul(s->proj, s->attn, n, d, L->out_w, m->wtype, d, L->out_b);
-    if (!c->parallel_residual) {
-        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->proj[i];
-    }
-    /* MLP input: ln2 of the layer input (parallel) or of x + attn (sequential) */
-    for (int i = 0; i < n; i++)
-        ss_layernorm(s->h + (size_t)i * d, s->x + (size_t)i * d, L->ln2_w, L->ln2_b, d, c->layer_norm_eps);
-    ss_matmul(s->ff, s->h, n, d, L->fc1_w, m->wtype, ff, L->fc1_b);
-    ss_gelu(s->ff, (size_t)n * ff, c->gelu_tanh);
-    ss_matmul(s->h, s->ff, n, ff, L->fc2_w, m->wtype, d, L->fc2_b);
+    /* The residual additions and the GELU are fused into the matrix products
+     * (ss_matmul_ex epilogues). MLP input: ln2 of the layer input (parallel
+     * residual, so taken before x changes) or of x + attn (sequential). */
     if (c->parallel_residual) {
-        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->proj[i] + s->h[i];
+        for (int i = 0; i < n; i++)
+            ss_layernorm(s->h + (size_t)i * d, s->x + (size_t)i * d, L->ln2_w, L->ln2_b, d, c->layer_norm_eps);
+        ss_matmul_ex(s->x, s->attn, n, d, L->out_w, m->wtype, d, L->out_b, SS_EPI_ADD);
     } else {
-        for (size_t i = 0; i < (size_t)n * d; i++) s->x[i] += s->h[i];
+        ss_matmul_ex(s->x, s->attn, n, d, L->out_w, m->wtype, d, L->out_b, SS_EPI_ADD);
+        for (int i = 0; i < n; i++)
+            ss_layernorm(s->h + (size_t)i * d, s->x + (size_t)i * d, L->ln2_w, L->ln2_b, d, c->layer_norm_eps);
     }
+    ss_matmul_ex(s->ff, s->h, n, d, L->fc1_w, m->wtype, ff, L->fc1_b, c->gelu_tanh ? SS_EPI_GELU_TANH : SS_EPI_GELU);
+    ss_matmul_ex(s->x, s->ff, n, ff, L->fc2_w, m->wtype, d, L->fc2_b, SS_EPI_ADD);
 }
 
 /* Entropy (nats) of softmax(logits). */
