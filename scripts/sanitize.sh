@@ -8,7 +8,8 @@
 #      (libasan preloaded into the interpreter); every ASan/UBSan report
 #      fails the run, and so does any leak whose stack passes through the
 #      extension (CPython's own exit-time leaks are ignored);
-#   3. tests/c/harness.c (pure C, no interpreter) under ASan + LeakSanitizer;
+#   3. tests/c/harness.c (pure C, no interpreter) under ASan + LeakSanitizer
+#      (3 and 4 run in the background while 2 runs);
 #   4. the same harness under valgrind memcheck: 0 errors, no definite leaks;
 #   5. scripts/leakcheck.py with the regular build: RSS and references stay
 #      flat over 200 load/generate/free cycles.
@@ -90,6 +91,53 @@ for f in specstream/* specstream/.[!.]*; do
 done
 cp "$SO" "$STAGE/specstream/"
 
+# ------------------------------------------------ 3./4. the pure-C harness
+# Runs in the background while the pytest subset runs (which keeps mostly one
+# core busy); its report is printed after it.
+CBUILD="$BUILD/ctest"
+C_LOG="$BUILD/c_checks.log"
+C_SUMMARY="$BUILD/c_checks.summary"
+c_checks() {
+    local t0 status out leaks
+    : >"$C_SUMMARY"
+    if has_step harness-asan; then
+        echo "== sanitize: tests/c/harness under ASan+UBSan+LSan"
+        t0=$SECONDS
+        # Reuse the instrumented objects of step 1 (not the CPython binding);
+        # when they are gone the Makefile compiles its own.
+        local objs
+        objs=$(find "$EXT_TMP" -name '*.o' -not -path '*/python/*' -not -path '*/cuda/*' 2>/dev/null | sort | tr '\n' ' ')
+        if make -s -j "$JOBS" -C tests/c BUILD="$CBUILD" ASAN_OBJS="$objs" CC="$CC" asan 2>&1 | tail -30; then
+            printf 'OK\tharness-asan OK %s\n' "$(elapsed "$t0")" >>"$C_SUMMARY"
+        else
+            printf 'FAIL\tharness-asan: FAILED (above)\n' >>"$C_SUMMARY"
+        fi
+    fi
+    if has_step valgrind; then
+        if command -v valgrind >/dev/null; then
+            echo "== sanitize: tests/c/harness under valgrind memcheck"
+            t0=$SECONDS
+            out=$(make -s -j "$JOBS" -C tests/c BUILD="$CBUILD" CC="$CC" valgrind 2>&1)
+            status=$?
+            echo "$out" | grep -E "harness:|ERROR SUMMARY|definitely lost|indirectly lost" | head -30
+            if [[ $status == 0 ]]; then
+                leaks=$(echo "$out" | grep -Eo "definitely lost: [0-9,]+ bytes" | head -1)
+                printf 'OK\tvalgrind OK (0 errors, %s) %s\n' "${leaks:-definitely lost: 0 bytes}" "$(elapsed "$t0")" >>"$C_SUMMARY"
+            else
+                echo "$out" | tail -80
+                printf 'FAIL\tvalgrind: errors or definite leaks (exit %s, above)\n' "$status" >>"$C_SUMMARY"
+            fi
+        else
+            printf 'OK\tvalgrind SKIPPED (not installed)\n' >>"$C_SUMMARY"
+        fi
+    fi
+}
+C_PID=""
+if has_step harness-asan || has_step valgrind; then
+    c_checks >"$C_LOG" 2>&1 &
+    C_PID=$!
+fi
+
 # ------------------------------------------------- 2. pytest subset under ASan
 LOGS="$BUILD/logs"
 check_logs() {  # prints the reports that matter; returns 1 if there are any
@@ -154,38 +202,13 @@ sys.exit(rc)
     fi
 fi
 
-# ------------------------------------------------ 3./4. the pure-C harness
-CBUILD="$BUILD/ctest"
-if has_step harness-asan; then
-    echo "== sanitize: tests/c/harness under ASan+UBSan+LSan"
-    t0=$SECONDS
-    # Reuse the instrumented objects of step 1 (not the CPython binding).
-    # (Empty when they are gone: the Makefile then compiles its own.)
-    OBJS=$(find "$EXT_TMP" -name '*.o' -not -path '*/python/*' -not -path '*/cuda/*' 2>/dev/null | sort | tr '\n' ' ')
-    if make -s -j "$JOBS" -C tests/c BUILD="$CBUILD" ASAN_OBJS="$OBJS" CC="$CC" asan 2>&1 | tail -30; then
-        note "harness-asan OK $(elapsed $t0)"
-    else
-        fail "harness-asan: FAILED (above)"
-    fi
-fi
-
-if has_step valgrind; then
-    if command -v valgrind >/dev/null; then
-        echo "== sanitize: tests/c/harness under valgrind memcheck"
-        t0=$SECONDS
-        out=$(make -s -j "$JOBS" -C tests/c BUILD="$CBUILD" CC="$CC" valgrind 2>&1)
-        status=$?
-        echo "$out" | grep -E "harness:|ERROR SUMMARY|definitely lost|indirectly lost|Invalid|uninitialised" | head -30
-        if [[ $status == 0 ]]; then
-            leaks=$(echo "$out" | grep -Eo "definitely lost: [0-9,]+ bytes" | head -1)
-            note "valgrind OK (0 errors, ${leaks:-definitely lost: 0 bytes}) $(elapsed $t0)"
-        else
-            echo "$out" | tail -60
-            fail "valgrind: errors or definite leaks (exit $status)"
-        fi
-    else
-        note "valgrind SKIPPED (not installed)"
-    fi
+if [[ -n "$C_PID" ]]; then
+    wait "$C_PID"
+    cat "$C_LOG"
+    while IFS=$'\t' read -r kind text; do
+        if [[ "$kind" == OK ]]; then note "$text"; else fail "$text"; fi
+    done <"$C_SUMMARY"
+    [[ -s "$C_SUMMARY" ]] || fail "C checks: no result (see $C_LOG)"
 fi
 
 # ----------------------------------------------------------- 5. leakcheck
