@@ -1,0 +1,66 @@
+"""atheris harness: specstream.load on a model directory made from the input.
+
+The input is ``config.json`` bytes, the separator ``SEP``, then
+``model.safetensors`` bytes (without a separator: the whole input is the
+config, next to a small valid checkpoint). Both files go into a directory
+that specstream.load reads, through every check of the loader: config
+parsing, header and offset validation, dtype and shape checks of each
+tensor against the config, and the C core's own validation when it builds
+the model. A model that loads must run a short forward pass (logits of the
+right shape) and a two-token generation. Documented failures: ValueError
+(SafetensorsError, config errors), TypeError, KeyError, IndexError.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import _common
+
+_common.instrumented_specstream()
+
+import numpy as np  # noqa: E402
+
+import specstream  # noqa: E402
+
+SEP = b"\n--specstream-fuzz--\n"
+_DIR = Path(tempfile.mkdtemp(prefix="specstream-fuzz-load-"))
+_DEFAULT_WEIGHTS = (Path(__file__).resolve().parent / "corpus" / "load" / "tiny_valid.bin").read_bytes().split(SEP)[1]
+
+
+def _too_many_layers(config: bytes) -> bool:
+    """An open finding the fuzzer steps over (see _common.MAX_FUZZ_LAYERS)."""
+    try:
+        d = json.loads(config)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(d, dict):
+        return False
+    n = [d.get(k) for k in ("num_hidden_layers", "n_layer")]
+    return any(isinstance(v, int) and v > _common.MAX_FUZZ_LAYERS for v in n)
+
+
+def one_input(data: bytes) -> None:
+    config, sep, weights = data.partition(SEP)
+    if not sep:
+        weights = _DEFAULT_WEIGHTS
+    if _too_many_layers(config):
+        return
+    (_DIR / "config.json").write_bytes(config)
+    (_DIR / "model.safetensors").write_bytes(weights)
+    model = specstream.load(_DIR)
+    n = min(3, model.vocab_size)
+    ids = np.arange(n, dtype=np.int32)
+    logits = model.forward(ids)
+    assert logits.shape == (n, model.vocab_size), logits.shape
+    out = model.generate(ids, max_new_tokens=2)
+    assert len(out.tokens) == 2 and all(0 <= t < model.vocab_size for t in out.tokens)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--replay"]:
+        sys.exit(1 if _common.replay(one_input, sys.argv[2:], strict=(ValueError,)) else 0)
+    _common.main(one_input, strict=(ValueError,))
