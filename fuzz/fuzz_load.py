@@ -2,7 +2,10 @@
 
 The input is ``config.json`` bytes, the separator ``SEP``, then
 ``model.safetensors`` bytes (without a separator: the whole input is the
-config, next to a small valid checkpoint). Both files go into a directory
+config, next to a small valid checkpoint). With more parts it is a sharded
+checkpoint: ``config SEP model.safetensors.index.json SEP shard1 SEP shard2
+...``, the shards written as model-0000i-of-0000n.safetensors (index
+parsing, shard names, tensors in the wrong or in two shards). Both files go into a directory
 that specstream.load reads, through every check of the loader: config
 parsing, header and offset validation, dtype and shape checks of each
 tensor against the config, and the C core's own validation when it builds
@@ -43,14 +46,24 @@ def _too_many_layers(config: bytes) -> bool:
     return any(isinstance(v, int) and v > _common.MAX_FUZZ_LAYERS for v in n)
 
 
-def one_input(data: bytes) -> None:
-    config, sep, weights = data.partition(SEP)
-    if not sep:
-        weights = _DEFAULT_WEIGHTS
-    if _too_many_layers(config):
+def _write(parts: list[bytes]) -> None:
+    for f in _DIR.iterdir():
+        f.unlink()
+    (_DIR / "config.json").write_bytes(parts[0])
+    if len(parts) <= 2:
+        (_DIR / "model.safetensors").write_bytes(parts[1] if len(parts) == 2 else _DEFAULT_WEIGHTS)
         return
-    (_DIR / "config.json").write_bytes(config)
-    (_DIR / "model.safetensors").write_bytes(weights)
+    (_DIR / "model.safetensors.index.json").write_bytes(parts[1])
+    shards = parts[2:12]
+    for i, shard in enumerate(shards):
+        (_DIR / f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors").write_bytes(shard)
+
+
+def one_input(data: bytes) -> None:
+    parts = data.split(SEP)
+    if _too_many_layers(parts[0]):
+        return
+    _write(parts)
     model = specstream.load(_DIR)
     n = min(3, model.vocab_size)
     ids = np.arange(n, dtype=np.int32)

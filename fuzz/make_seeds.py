@@ -120,6 +120,18 @@ def load_seeds() -> None:
             d = create_random(shape, Path(tmp) / name, seed=3, dtype=dtype)
             config = json.dumps(json.loads((d / "config.json").read_text()), indent=1).encode()
             _put("load", f"{name}.bin", config + SEP + (d / "model.safetensors").read_bytes())
+        # Sharded: config SEP index SEP shard1 SEP shard2 ...
+        d = create_random(dict(TINY, n_layer=2), Path(tmp) / "sharded", seed=4, max_shard_bytes=3000)
+        shards = sorted(d.glob("model-*.safetensors"))
+        assert len(shards) > 1
+        _put("load", "sharded.bin", SEP.join([(d / "config.json").read_bytes(),
+                                              (d / "model.safetensors.index.json").read_bytes()] +
+                                             [s.read_bytes() for s in shards]))
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        first = next(iter(index["weight_map"]))
+        bad = dict(index, weight_map=dict(index["weight_map"], **{first: "../model-00001-of-00002.safetensors"}))
+        _put("load", "sharded_escape.bin", SEP.join([(d / "config.json").read_bytes(), json.dumps(bad).encode()] +
+                                                    [s.read_bytes() for s in shards]))
         # Config only (the harness puts the tiny valid checkpoint beside it).
         d = Path(tmp) / "tiny_valid"
         cfg = json.loads((d / "config.json").read_text())
