@@ -10,7 +10,8 @@ that specstream.load reads, through every check of the loader: config
 parsing, header and offset validation, dtype and shape checks of each
 tensor against the config, and the C core's own validation when it builds
 the model. A model that loads must run a short forward pass (logits of the
-right shape) and a two-token generation. Documented failures: ValueError
+right shape) and short generations (greedy, sampled, prompt-lookup
+speculation, an H2O cache) that give valid ids. Documented failures: ValueError
 (SafetensorsError, config errors), TypeError, KeyError, IndexError.
 """
 
@@ -69,8 +70,13 @@ def one_input(data: bytes) -> None:
     ids = np.arange(n, dtype=np.int32)
     logits = model.forward(ids)
     assert logits.shape == (n, model.vocab_size), logits.shape
-    out = model.generate(ids, max_new_tokens=2)
-    assert len(out.tokens) == 2 and all(0 <= t < model.vocab_size for t in out.tokens)
+    # Weights from the input may be NaN or huge: sampling, the speculative
+    # verifier and the score-based caches must still give valid ids.
+    for kw in (dict(), dict(temperature=1.0, top_p=0.9, seed=1),
+               dict(temperature=0.8, top_k=3, seed=2, speculative=specstream.SpeculativeConfig(method="lookup", k=2)),
+               dict(temperature=1.0, seed=3, cache=specstream.CacheConfig(policy="h2o", n_sink=1, window=2, heavy=1))):
+        out = model.generate(ids, max_new_tokens=4, **kw)
+        assert len(out.tokens) == 4 and all(0 <= t < model.vocab_size for t in out.tokens), (kw, out.tokens)
 
 
 if __name__ == "__main__":
