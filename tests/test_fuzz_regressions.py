@@ -233,3 +233,20 @@ def test_safetensors_huge_empty_shape_is_a_safetensors_error(tmp_path: Path) -> 
         f.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * int(np.prod(shape)))
         with pytest.raises(st.SafetensorsError, match="'a'"):
             st.load(f)
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
+                   reason="open (documentation): a lone surrogate escape in tokenizer.json raises a bare "
+                          "UnicodeEncodeError, not TokenizerFormatError naming the file and the token")
+@pytest.mark.parametrize("where", ["vocab", "added_tokens"])
+def test_tokenizer_json_lone_surrogate_is_a_format_error(where: str) -> None:
+    """Found by fuzz/run.sh tokenizer_json with SPECSTREAM_FUZZ_STRICT=1:
+    JSON may spell a lone surrogate ("\\ud800"); the parser passes it on and
+    UTF-8 encoding it fails in Tokenizer.__init__ / the binding."""
+    vocab = {"a": 0, "\ud800": 1} if where == "vocab" else {"a": 0, "b": 1}
+    added = [{"id": 2, "content": "\udc00x"}] if where == "added_tokens" else []
+    text = json.dumps({"model": {"type": "BPE", "vocab": vocab, "merges": []}, "added_tokens": added,
+                       "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+                       "decoder": {"type": "ByteLevel"}})
+    with pytest.raises(TokenizerFormatError, match="t.json"):
+        Tokenizer.from_str(text, name="t.json")
