@@ -332,14 +332,21 @@ def train_phase(name: str, args, work: Path, teacher=None) -> None:
     batches = Batches(ids, args.seq, args.batch, seed)
     windows = heldout_windows(work, args.seq, {"pg2554": 8, "wikitext-2-test": 4})
 
-    step, total, elapsed, rows = 0, fixed_steps, 0.0, []
+    step, total, elapsed, rows, notes = 0, fixed_steps, 0.0, [], []
     ckpt = pdir / "ckpt.pt"
     if ckpt.exists():
         st = torch.load(ckpt)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, total, elapsed, rows = st["step"], st["total"], st["elapsed"], st["rows"]
+        notes = st.get("notes", [])
         log(f"{name}: resumed at step {step}/{total} ({elapsed / 60:.1f} min trained)")
+        if fixed_steps is not None and total is not None and fixed_steps != total:
+            # Re-sizing a run in flight (e.g. when the shared machine slows down):
+            # the cosine schedule continues from here towards the new end.
+            notes.append(f"at step {step} the schedule was re-sized from {total} to {fixed_steps} steps")
+            log(f"{name}: {notes[-1]}")
+            total = max(step + 1, fixed_steps)
     log(f"{name}: {n_params(model):,} parameters, shape {shape}, batch {args.batch}x{args.seq}")
 
     T, alpha = args.kd_temperature, args.kd_alpha
@@ -397,7 +404,7 @@ def train_phase(name: str, args, work: Path, teacher=None) -> None:
             _write_csv(pdir / "log.csv", rows)
         if time.time() - t_last_ckpt >= 60 * args.ckpt_minutes and total is not None:
             _save_ckpt(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                              "total": total, "elapsed": time.time() - t0, "rows": rows})
+                              "total": total, "elapsed": time.time() - t0, "rows": rows, "notes": notes})
             t_last_ckpt = time.time()
             log(f"{name}: checkpoint at step {step}")
 
@@ -410,6 +417,8 @@ def train_phase(name: str, args, work: Path, teacher=None) -> None:
                "minutes": (time.time() - t0) / 60, "final_train_ce_last_log": rows[-1]["train_ce"] if rows else None,
                "heldout_ce_f32_40x512_pg2554": final_eval["pg2554"],
                "heldout_ce_f32_16x512_wikitext2_test": final_eval["wikitext-2-test"]}
+    if notes:
+        summary["notes"] = notes
     if is_draft:
         summary.update(kd_temperature=T, kd_alpha=alpha)
     (pdir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -485,7 +494,7 @@ def plot(work: Path, res_dir: Path) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, label=lab)
         if name == "draft" and rows and "kl" in rows[0]:
-            ax.plot(tok, [float(r["kl"]) for r in rows], label="KL(target||draft)")
+            ax.plot(tok, [float(r["kl"]) for r in rows], label="KL(target_T || draft_T)")
         ax.set_xlabel("tokens seen (M)")
         ax.set_ylabel("nats / token")
         ax.set_title(f"{name}")
