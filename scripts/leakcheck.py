@@ -9,9 +9,11 @@ Two phases on tiny random models, each repeated many times after a warm-up:
               ss_generator_step and ss_eval_nll, on long-lived models;
   load/free   models loaded (borrowed and converted weights) and freed, a
               stream outliving its model, a load failing inside
-              ss_model_create.
+              ss_model_create;
+  threads     a new thread per cycle running a prefill batch and a
+              generation (per-thread scratch must die with its thread).
 
-Both must keep the resident set size flat (C allocations: models, states,
+All must keep the resident set size flat (C allocations: models, states,
 generators, buffers) and the number of GC-tracked objects constant; the hot
 paths also the number of Python memory blocks (reference leaks in the
 binding). Exit status 0 and a last line "leakcheck: OK ..." on success.
@@ -29,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +125,22 @@ def hot(models: dict[str, specstream.Model], i: int) -> None:
     expect(ValueError, t._core.eval_nll, x[:1], CacheConfig()._to_core(1), 1, True)
 
 
+def threaded(models: dict[str, specstream.Model], i: int) -> None:
+    """A short-lived thread running a prefill-sized batch (the blocked GEMM
+    path, >= 12 tokens) and a generation: per-thread scratch of the core
+    must not outlive the thread."""
+    t, d = models["target"], models["draft"]
+    x = np.random.default_rng(i).integers(0, 97, 32).astype(np.int32)
+
+    def work() -> None:
+        t.forward(x, chunk=32)
+        t.generate(x, max_new_tokens=4, draft=d)
+
+    th = threading.Thread(target=work)
+    th.start()
+    th.join()
+
+
 CACHES = [CacheConfig(), CacheConfig(policy="streaming", n_sink=2, window=8, compress_every=3),
           CacheConfig(policy="window", window=6), CacheConfig(policy="recompute", window=5)]
 
@@ -159,7 +178,8 @@ def main() -> int:
         dirs = make_models(Path(tmp))
         models = {"target": specstream.load(dirs["target"]), "draft": specstream.load(dirs["draft"])}
         results = [measure("hot paths", lambda i: hot(models, i), args.warmup, args.cycles),
-                   measure("load/free", lambda i: lifecycle(dirs, i), args.warmup, args.cycles)]
+                   measure("load/free", lambda i: lifecycle(dirs, i), args.warmup, args.cycles),
+                   measure("threads", lambda i: threaded(models, i), args.warmup, args.cycles)]
     for r in results:
         if r["rss_kb"] > args.max_rss_kb:
             problems.append(f"{r['name']}: RSS grew {r['rss_kb']:.0f} KiB > {args.max_rss_kb} KiB")

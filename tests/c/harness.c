@@ -3,19 +3,21 @@
  * Python interpreter in the way, so every report is about the C core.
  *
  * It builds tiny GPT-NeoX models from random weights (f32, f16 and bf16
- * storage, borrowed and converted), then exercises every entry point: each
- * cache policy through ss_forward (chunked, rolled back, committed, eviction
- * log), ss_eval_nll (with cancellation), the generator (target-only, draft
- * model, prompt lookup, greedy, sampling with top-k/top-p, adaptive k, forced
- * acceptance, stop ids, cancellation, early free) and the error paths, and
- * checks a few invariants (speculative greedy output == target-only greedy
- * output). Exit status 0 and a last line "harness: OK ..." on success.
+ * storage; borrowed, converted or quantized to int8), then exercises every
+ * entry point: each cache policy through ss_forward (chunked, rolled back,
+ * committed, eviction log), ss_eval_nll (with cancellation), the generator
+ * (target-only, draft model, prompt lookup, greedy, sampling with
+ * top-k/top-p, adaptive k, forced acceptance, stop ids, cancellation, early
+ * free), short-lived threads, and the error paths, and checks a few
+ * invariants (speculative greedy output == target-only greedy output).
+ * Exit status 0 and a last line "harness: OK ..." on success.
  *
  * Usage: harness [--quick] [repeats]
  *   --quick    fewer cache x sampler x drafting combinations (valgrind)
  *   repeats    run everything this many times (look for growth)
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,6 +442,8 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     layers[0] = h->layers[0];
     w.embed_out.dtype = (ss_dtype)7;
     FAILS(SS_ERR_SHAPE, "embed_out.weight has an unsupported dtype", ss_model_create(&h->cfg, &w, SS_F32, &bad, E));
+    w.embed_out.dtype = SS_I8; /* a storage format, never an input */
+    FAILS(SS_ERR_SHAPE, "embed_out.weight has an unsupported dtype", ss_model_create(&h->cfg, &w, SS_I8, &bad, E));
     free(layers);
     CHECK(bad == NULL, "failed create returned a model");
 
@@ -543,16 +547,60 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     ss_generator_free(NULL);
 }
 
-/* Every storage dtype x every compute dtype gives close logits. */
+/* Short-lived threads, each decoding its own sequence on the shared model
+ * with prefill-sized batches: whatever per-thread scratch the core keeps
+ * must be released when the thread ends (valgrind/LSan see it otherwise). */
+typedef struct {
+    const ss_model *m;
+    int seed;
+    float sum;
+    ss_status st;
+} thread_job;
+
+static void *thread_main(void *arg) {
+    thread_job *job = arg;
+    const int V = ss_model_get_config(job->m)->vocab_rows;
+    int32_t ids[40];
+    static float logits[4][40 * 97];
+    float *lg = logits[job->seed % 4];
+    for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 11 + job->seed) % V);
+    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 64, .compress_every = 1};
+    ss_state *s = NULL;
+    ss_error err = {{0}};
+    job->st = ss_state_create(job->m, &full, 40, &s, &err);
+    if (job->st == SS_OK) job->st = ss_forward(job->m, s, ids, 40, lg, 40, &err);
+    ss_state_free(s);
+    job->sum = 0.0f;
+    for (int i = 0; i < 40 * V; i++) job->sum += lg[i];
+    return NULL;
+}
+
+static void exercise_threads(const ss_model *m) {
+    for (int round = 0; round < 2; round++) {
+        pthread_t th[4];
+        thread_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (thread_job){.m = m, .seed = i};
+            CHECK(pthread_create(&th[i], NULL, thread_main, &jobs[i]) == 0, "pthread_create");
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(jobs[i].st == SS_OK && isfinite(jobs[i].sum), "thread %d: status %d", i, (int)jobs[i].st);
+        }
+    }
+}
+
+/* Every storage dtype x every weight dtype (int8: quantized at load) gives
+ * close logits. */
 static void exercise_dtypes(void) {
-    const ss_dtype dts[] = {SS_F32, SS_F16, SS_BF16};
+    const ss_dtype dts[] = {SS_F32, SS_F16, SS_BF16, SS_I8};
     const int32_t ids[] = {4, 8, 15, 16, 23, 42};
     float ref[6 * 97], got[6 * 97];
     const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 16, .compress_every = 1};
     for (int st = 0; st < 3; st++) {
         host_weights h;
         host_init(&h, 2, 32, 4, 96, 97, st != 1, dts[st], 42);
-        for (int ct = 0; ct < 3; ct++) {
+        for (int ct = 0; ct < 4; ct++) {
             ss_model *m = NULL;
             ss_state *s = NULL;
             OK(ss_model_create(&h.cfg, &h.w, dts[ct], &m, E));
@@ -592,13 +640,14 @@ int main(int argc, char **argv) {
         host_init(&hp, 1, 16, 2, 64, 128, 1, SS_F16, 3); /* padded vocabulary */
         ss_model *t = NULL, *d = NULL, *dp = NULL;
         OK(ss_model_create(&ht.cfg, &ht.w, SS_F32, &t, E));  /* borrows */
-        OK(ss_model_create(&hd.cfg, &hd.w, SS_BF16, &d, E)); /* borrows bf16 */
+        OK(ss_model_create(&hd.cfg, &hd.w, r % 2 ? SS_I8 : SS_BF16, &d, E)); /* borrows bf16 / quantizes */
         OK(ss_model_create(&hp.cfg, &hp.w, SS_F32, &dp, E)); /* converts f16 */
         if (!t || !d || !dp) return 1;
         for (int c = 0; c < N_CACHES; c++) exercise_state(t, c, quick ? 30 : 60);
         for (int c = 0; c < N_CACHES; c++) exercise_eval(t, c);
         exercise_generation(t, d, dp);
         exercise_errors(t, &ht);
+        exercise_threads(t);
         exercise_dtypes();
         ss_model_free(t);
         ss_model_free(d);
