@@ -330,10 +330,12 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
     """Loads a Hugging Face GPT-NeoX directory (config.json + model.safetensors,
     or shards with model.safetensors.index.json).
 
-    ``dtype`` ("f32"|"float32", "bf16"|"bfloat16", "f16"|"float16") is how the
-    weight matrices are stored and read while decoding; norms and biases are
-    f32. Stored tensors of that dtype are used in place (memory-mapped, no
-    copy); others are converted once. A ``tokenizer.json`` in the directory is
+    ``dtype`` ("f32"|"float32", "bf16"|"bfloat16", "f16"|"float16",
+    "int8"|"i8") is how the weight matrices are stored and read while
+    decoding; norms and biases are f32. Stored tensors of that dtype are used
+    in place (memory-mapped, no copy); others are converted once. "int8" is
+    weight-only quantization at load (per output row, symmetric, f32 scales;
+    CPU only; the input embedding stays as stored). A ``tokenizer.json`` in the directory is
     loaded as ``model.tokenizer``. ``device="cuda"`` uploads the weights to
     the GPU once (states and generators of the model then run there); it
     raises a RuntimeError saying why when this build or machine cannot.
