@@ -119,6 +119,10 @@ static int get_tensor(PyObject *tensors, PyObject *keep, const char *name, ss_te
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "tensors", "dtype", NULL};
+    if (self->model) { /* generators may borrow it: never replace it under them */
+        PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
+        return -1;
+    }
     PyObject *cfg_t, *tensors;
     const char *dtype_name;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!s", kwlist, &PyTuple_Type, &cfg_t, &PyDict_Type,
@@ -170,8 +174,9 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     }
     ss_error err = {{0}};
     ss_status st;
+    ss_model *model = NULL;
     Py_BEGIN_ALLOW_THREADS
-    st = ss_model_create(&c, &w, dtype, &self->model, &err);
+    st = ss_model_create(&c, &w, dtype, &model, &err);
     Py_END_ALLOW_THREADS
     PyMem_Free(layers);
     if (st != SS_OK) {
@@ -179,6 +184,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
         ss_py_raise(st, &err);
         return -1;
     }
+    self->model = model;
     Py_XSETREF(self->keepalive, keep);
     return 0;
 }
