@@ -81,19 +81,29 @@ def varying_columns(df: Any) -> list[str]:
     return out
 
 
-def labels(df: Any, columns: Optional[Sequence[str]] = None) -> list[str]:
-    """Short labels from the varying config columns: ``window=128 R=16 k=2``."""
+def labels(df: Any, columns: Optional[Sequence[str]] = None, drop_sections: Sequence[str] = ()) -> list[str]:
+    """Short labels: ``window=128 R=16 k=2``. Without ``columns``, each row
+    shows the axes its own grid varied (``grid_axes``, as stored by the
+    runner), else the config columns that vary across ``df``."""
     cols = list(columns) if columns is not None else varying_columns(df)
-    names = [c.split(".", 1)[1] for c in cols]
-    short = {c: (n if names.count(n) == 1 else c) for c, n in zip(cols, names)}
+    own = columns is None and "grid_axes" in df.columns
+    every = list(dict.fromkeys(cols + ([a for axes in df["grid_axes"] if isinstance(axes, (list, tuple))
+                                        for a in axes if a in df.columns] if own else [])))
+    names = [c.split(".", 1)[1] for c in every]
+    short = {c: (n if names.count(n) == 1 else c) for c, n in zip(every, names)}
     alias = {"compress_every": "R"}
     out = []
     for _, row in df.iterrows():
         if row.get("kind") == "baseline":
             out.append("full cache")
             continue
+        row_cols = cols
+        if own and isinstance(row["grid_axes"], (list, tuple)) and len(row["grid_axes"]):
+            row_cols = [a for a in row["grid_axes"] if a in df.columns]
         parts = []
-        for c in cols:
+        for c in row_cols:
+            if c.split(".", 1)[0] in drop_sections:
+                continue
             v = row[c]
             if isinstance(v, float):
                 v = "none" if math.isnan(v) else f"{v:g}"
@@ -122,6 +132,12 @@ def pareto_front(df: Any, x: str = "tpot_ms", y: str = "ppl_delta") -> np.ndarra
     return mask
 
 
+#: Metrics of the perplexity pass: they depend on the cache configuration only.
+_CACHE_METRICS = {"ppl", "ppl_delta", "nll_mean", "tpot_ms", "ttft_ms", "prefill_ms", "total_ms", "kv_bytes",
+                  "mem_bytes", "tpot_vs_full", "evictions", "evicted_tokens", "visible_min", "visible_mean",
+                  "visible_max"}
+
+
 def _speed_metric(df: Any) -> str:
     """gen_tpot_ms when generation was measured for every configuration,
     else the perplexity pass's tpot_ms."""
@@ -142,8 +158,11 @@ def plot_pareto(df: Any, x: Optional[str] = None, y: str = "ppl_delta", path: Op
     rows = rows[np.isfinite(rows[x].to_numpy(dtype=float)) & np.isfinite(rows[y].to_numpy(dtype=float))]
     if not len(rows):
         raise ValueError(f"no configuration has both {x!r} and {y!r} measured")
+    cache_only = {x, y} <= _CACHE_METRICS and "ppl_key" in rows.columns
+    if cache_only:  # configurations differing only in speculation share these numbers: one point each
+        rows = rows.drop_duplicates("ppl_key")
     front = pareto_front(rows, x, y)
-    lab = labels(rows)
+    lab = labels(rows, drop_sections=("speculative", "generation") if cache_only else ())
     scale = 100.0 if (percent and y == "ppl_delta") else 1.0
     own = ax is None
     if own:
@@ -252,7 +271,8 @@ def plot_acceptance(df: Any, path: Optional[PathLike] = None, title: Optional[st
 
 # ------------------------------------------------------------ recommendations
 
-def _pick_front(rows: Any, x: str, y: str, tol: float, rule: str, quality_weight: float = 2.0) -> tuple:
+def _pick_front(rows: Any, x: str, y: str, tol: float, rule: str, quality_weight: float = 2.0,
+                tiebreak: str = "") -> tuple:
     """(index label, meets tolerance, front size) of the pick on the (x, y) front."""
     rows = rows[np.isfinite(rows[x].to_numpy(dtype=float)) & np.isfinite(rows[y].to_numpy(dtype=float))]
     if not len(rows):
@@ -264,7 +284,12 @@ def _pick_front(rows: Any, x: str, y: str, tol: float, rule: str, quality_weight
         return front[y].idxmin(), False, len(front)
     xs = ok[x].to_numpy(dtype=float) * (-1.0 if x in MAXIMIZE else 1.0)
     if rule == "fastest":
-        return ok.index[int(np.argmin(xs))], True, len(front)
+        # ties on x (e.g. the same cache with different k) go to the better
+        # quality, then to the faster ``tiebreak`` metric
+        tb = ok[tiebreak].to_numpy(dtype=float) if tiebreak in ok.columns else np.zeros(len(ok))
+        tb = np.where(np.isfinite(tb), tb, np.inf) * (-1.0 if tiebreak in MAXIMIZE else 1.0)
+        order = np.lexsort((tb, ok[y].to_numpy(dtype=float), xs))
+        return ok.index[int(order[0])], True, len(front)
     # knee: closest to the utopia point after scaling both axes to [0, 1]
     # over the front, quality weighted by ``quality_weight``
     fx = front[x].to_numpy(dtype=float) * (-1.0 if x in MAXIMIZE else 1.0)
@@ -288,12 +313,13 @@ def recommend(df: Any, x: Optional[str] = None, short_tol: float = 0.03, long_to
     - ``extreme memory``: the front of (KV bytes, PPL delta): the smallest
       cache with PPL delta <= ``memory_tol``.
 
-    When only one slice length was swept, both text regimes use it. Speed
+    When only one slice length was swept, both text regimes use it (the
+    ``basis`` column says which rows a regime was picked from). Speed
     ``x`` defaults to the generation TPOT when measured, else the perplexity
     pass's TPOT. When no point meets a tolerance, the front's best-quality
     point is returned with ``meets_tolerance=False``. Returns a DataFrame,
-    one row per regime, with the rule, the label, the metrics and the
-    configuration's columns.
+    one row per regime, with the rule, the basis, the label, the metrics
+    and the configuration's columns.
     """
     import pandas as pd
 
@@ -307,10 +333,12 @@ def recommend(df: Any, x: Optional[str] = None, short_tol: float = 0.03, long_to
     lab = dict(zip(rows.index, labels(rows)))
     tokens = rows["tokens"] if "tokens" in rows.columns else pd.Series(0, index=rows.index)
     short_rows, long_rows = rows[tokens <= long_tokens], rows[tokens > long_tokens]
+    basis = {"short text": f"slices of <= {long_tokens} tokens", "long text": f"slices of > {long_tokens} tokens",
+             "extreme memory": "every slice"}
     if not len(short_rows):
-        short_rows = rows
+        short_rows, basis["short text"] = rows, f"every slice (none of <= {long_tokens} tokens was swept)"
     if not len(long_rows):
-        long_rows = rows
+        long_rows, basis["long text"] = rows, f"every slice (none longer than {long_tokens} tokens was swept)"
     regimes = [
         ("short text", short_rows, x, short_tol, "fastest",
          f"fastest on the ({x}, ppl_delta) front with ppl_delta <= {short_tol:.0%}"),
@@ -324,11 +352,11 @@ def recommend(df: Any, x: Optional[str] = None, short_tol: float = 0.03, long_to
     for regime, sub, metric, tol, rule, text in regimes:
         if metric not in sub.columns:
             continue
-        idx, meets, n_front = _pick_front(sub, metric, "ppl_delta", tol, rule, quality_weight)
+        idx, meets, n_front = _pick_front(sub, metric, "ppl_delta", tol, rule, quality_weight, tiebreak=x)
         if idx is None:
             continue
         r = sub.loc[idx]
-        rec = {"regime": regime, "rule": text, "label": lab.get(idx, ""), "x_metric": metric,
+        rec = {"regime": regime, "rule": text, "basis": basis[regime], "label": lab.get(idx, ""), "x_metric": metric,
                "x": float(r[metric]), "ppl_delta": float(r["ppl_delta"]), "meets_tolerance": meets,
                "front_size": n_front}
         for c in ("ppl", "tpot_ms", "gen_tpot_ms", "gen_tokens_per_s", "speedup", "acceptance_rate", "kv_bytes",
