@@ -233,3 +233,42 @@ def test_short_lived_threads_do_not_leak(models):
     gc.collect()
     grown = _rss_bytes() - before
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 60 short-lived threads"
+
+
+@pytest.mark.xfail(strict=True, reason="open: Generator_step (csrc/python/py_model.c) checks `busy` in claim() but "
+                                       "sets it only after converting its argument and allocating the output, both "
+                                       "of which can run Python code and switch threads: two steps then run at once")
+def test_busy_check_and_set_is_atomic(models):
+    """A step whose size argument runs Python code (an __index__ that
+    sleeps; a GC finalizer can do the same) lets a second thread past the
+    busy check: both steps run on one generator at once and the stream is
+    corrupted. The second step must raise instead."""
+    target = models["parallel"]
+    kwargs = dict(max_new_tokens=1200, cache=CACHES["streaming"], speculative=None)
+    stream = target.stream(np.arange(1, 10, dtype=np.int32), **kwargs)
+    gen = stream._gen
+    gen.step(1)
+
+    class SlowIndex:
+        def __index__(self) -> int:
+            time.sleep(0.2)  # the GIL is released here, after claim() passed
+            return 500
+
+    out: dict[str, object] = {}
+
+    def first() -> None:
+        out["a"] = gen.step(SlowIndex())
+
+    def second() -> None:
+        time.sleep(0.05)
+        try:
+            out["b"] = gen.step(500)
+        except RuntimeError as e:
+            out["b"] = e
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(out["b"], RuntimeError), "a second step ran while the first was inside the generator"
