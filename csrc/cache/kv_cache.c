@@ -314,11 +314,13 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The m candidates with the highest score (ties: larger position), in
- * candidate order; returns how many were kept (<= m). Winners are decided
- * against the full list first, then compacted. */
+/* The m candidates with the highest score (ties: larger position; NaN counts
+ * as lowest), in candidate order; returns how many were kept (<= m).
+ * Winners are decided against the full list first, then compacted. */
 static int keep_top(int64_t *pos, float *score, int n, int m, uint8_t *win) {
     if (n <= m) return n;
+    for (int i = 0; i < n; i++)
+        if (isnan(score[i])) score[i] = -INFINITY;
     for (int i = 0; i < n; i++) {
         int better = 0; /* candidates that beat i */
         for (int j = 0; j < n && better < m; j++)
@@ -326,7 +328,7 @@ static int keep_top(int64_t *pos, float *score, int n, int m, uint8_t *win) {
         win[i] = better < m;
     }
     int kept = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && kept < m; i++) {
         if (!win[i]) continue;
         pos[kept] = pos[i];
         score[kept] = score[i];
@@ -339,6 +341,7 @@ static int keep_top(int64_t *pos, float *score, int n, int m, uint8_t *win) {
  * rotated at their new cache positions. Sources are read before any write. */
 static void rebuild_pinned(ss_kv_cache *c, const int64_t *new_pos, int n_new) {
     const int hd = c->head_dim;
+    if (n_new > c->dyn_cap) n_new = c->dyn_cap; /* never write past the pinned slots */
     int src_dyn[n_new > 0 ? n_new : 1];
     size_t src_slot[n_new > 0 ? n_new : 1];
     int64_t src_rot[n_new > 0 ? n_new : 1];
