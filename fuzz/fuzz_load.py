@@ -47,27 +47,6 @@ def _too_many_layers(config: bytes) -> bool:
     return any(isinstance(v, int) and v > _common.MAX_FUZZ_LAYERS for v in n)
 
 
-def _sane_weights() -> bool:
-    """Open finding (fuzz/regressions/load/nan-weights-h2o): with NaN
-    attention scores the score-based caches (h2o, snapkv, keynorm) keep more
-    tokens than their budget and overflow the heap (keep_top / rebuild_pinned
-    in csrc/cache/kv_cache.c). Until that is fixed they are only run on
-    finite, moderate weights; remove this check with the fix."""
-    from specstream import safetensors as st
-
-    try:
-        for f in _DIR.glob("*.safetensors"):
-            for a in st.load(f).values():
-                if a.dtype.kind == "f" and a.size and not (np.all(np.isfinite(a)) and np.abs(a).max() < 1e3):
-                    return False
-                if a.dtype == np.uint16 and a.size:  # bf16 bits
-                    if not np.all(np.isfinite(st.bf16_to_f32(a))) or np.abs(st.bf16_to_f32(a)).max() >= 1e3:
-                        return False
-    except ValueError:
-        return False
-    return True
-
-
 def _write(parts: list[bytes]) -> None:
     for f in _DIR.iterdir():
         f.unlink()
@@ -93,11 +72,11 @@ def one_input(data: bytes) -> None:
     assert logits.shape == (n, model.vocab_size), logits.shape
     # Weights from the input may be NaN or huge: sampling, the speculative
     # verifier and the score-based caches must still give valid ids.
-    runs = [dict(), dict(temperature=1.0, top_p=0.9, seed=1),
-            dict(temperature=0.8, top_k=3, seed=2, speculative=specstream.SpeculativeConfig(method="lookup", k=2))]
-    if _sane_weights():
-        runs.append(dict(temperature=1.0, seed=3, cache=specstream.CacheConfig(policy="h2o", n_sink=1, window=2, heavy=1)))
-    for kw in runs:
+    # (fuzz/regressions/load/nan-weights-h2o: NaN scores once overflowed the
+    # heap in the H2O cache.)
+    for kw in (dict(), dict(temperature=1.0, top_p=0.9, seed=1),
+               dict(temperature=0.8, top_k=3, seed=2, speculative=specstream.SpeculativeConfig(method="lookup", k=2)),
+               dict(temperature=1.0, seed=3, cache=specstream.CacheConfig(policy="h2o", n_sink=1, window=2, heavy=1))):
         out = model.generate(ids, max_new_tokens=4, **kw)
         assert len(out.tokens) == 4 and all(0 <= t < model.vocab_size for t in out.tokens), (kw, out.tokens)
 
