@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 ss_status ss_fail(ss_error *err, ss_status status, const char *fmt, ...) {
@@ -28,4 +29,43 @@ double ss_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    void *buf[SS_SCRATCH_SLOTS];
+    size_t cap[SS_SCRATCH_SLOTS];
+} thread_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *p) {
+    thread_scratch *t = p;
+    for (int i = 0; i < SS_SCRATCH_SLOTS; i++) free(t->buf[i]);
+    free(t);
+}
+
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+void *ss_thread_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= SS_SCRATCH_SLOTS) return NULL;
+    pthread_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok) return NULL;
+    thread_scratch *t = pthread_getspecific(scratch_key);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t || pthread_setspecific(scratch_key, t) != 0) {
+            free(t);
+            return NULL;
+        }
+    }
+    if (bytes > t->cap[slot]) {
+        void *grown = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!grown) return NULL;
+        free(t->buf[slot]);
+        t->buf[slot] = grown;
+        t->cap[slot] = bytes;
+    }
+    return t->buf[slot];
 }

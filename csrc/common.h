@@ -20,6 +20,13 @@ ss_status ss_fail(ss_error *err, ss_status status, const char *fmt, ...)
 void *ss_alloc(size_t count, size_t size);
 void ss_free(void *p);
 
+/* Scratch memory owned by the calling thread: buffer `slot` (0 to
+ * SS_SCRATCH_SLOTS - 1) with room for at least `bytes`, 64-byte aligned,
+ * grown on demand, kept for later calls and freed when the thread exits
+ * (short-lived Python threads must not leak it). NULL on failure. */
+enum { SS_SCRATCH_SLOTS = 4, SS_SCRATCH_GEMM_PACK = 0, SS_SCRATCH_BF16_SPLIT = 1 };
+void *ss_thread_scratch(int slot, size_t bytes);
+
 /* Monotonic clock in seconds. */
 double ss_now(void);
 

@@ -211,10 +211,6 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
-@pytest.mark.xfail(strict=True, reason="open: the blocked GEMM's per-thread packing buffer (pack_space, "
-                                       "csrc/kernels/cpu/gemm.c) is never freed when a thread exits: ~0.3-0.4 MB "
-                                       "per short-lived thread that runs a batch of >= 12 tokens (LeakSanitizer "
-                                       "reports it under scripts/sanitize.sh with this file)")
 def test_short_lived_threads_do_not_leak(models):
     """A server that runs each request on a new thread must not grow."""
     target = models["parallel"]
@@ -235,9 +231,6 @@ def test_short_lived_threads_do_not_leak(models):
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 60 short-lived threads"
 
 
-@pytest.mark.xfail(strict=True, reason="open: Generator_step (csrc/python/py_model.c) checks `busy` in claim() but "
-                                       "sets it only after converting its argument and allocating the output, both "
-                                       "of which can run Python code and switch threads: two steps then run at once")
 def test_busy_check_and_set_is_atomic(models):
     """A step whose size argument runs Python code (an __index__ that
     sleeps; a GC finalizer can do the same) lets a second thread past the

@@ -462,33 +462,43 @@ static int claim(GeneratorObject *self) {
 /* step(n) -> int32 array of up to n new tokens (fewer only at the end) */
 static PyObject *Generator_step(GeneratorObject *self, PyObject *arg) {
     if (claim(self) < 0) return NULL;
+    /* Claimed before anything that may run Python code and switch threads
+     * (the argument's __index__, allocation). */
+    self->busy = 1;
+    PyObject *result = NULL;
+    PyArrayObject *out = NULL;
     const long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n == -1 && PyErr_Occurred()) goto done;
     if (n < 0 || n > (1L << 30)) {
         PyErr_Format(PyExc_ValueError, "step size must be in [0, 2^30], got %ld", n);
-        return NULL;
+        goto done;
     }
     npy_intp dims[1] = {n};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
-    if (!out) return NULL;
+    out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
+    if (!out) goto done;
     ss_error err = {{0}};
     ss_status st;
     int got = 0;
-    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     st = ss_generator_step(self->gen, PyArray_DATA(out), (int)n, &got, NULL, &err);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
     if (st != SS_OK) {
-        Py_DECREF(out);
-        return ss_py_raise(st, &err);
+        ss_py_raise(st, &err);
+        goto done;
     }
-    if (got == n) return (PyObject *)out;
+    if (got == n) {
+        result = (PyObject *)out;
+        out = NULL;
+        goto done;
+    }
     npy_intp got_dims[1] = {got};
     PyArrayObject *res = (PyArrayObject *)PyArray_SimpleNew(1, got_dims, NPY_INT32);
     if (res) memcpy(PyArray_DATA(res), PyArray_DATA(out), (size_t)got * sizeof(int32_t));
-    Py_DECREF(out);
-    return (PyObject *)res;
+    result = (PyObject *)res;
+done:
+    Py_XDECREF(out);
+    self->busy = 0;
+    return result;
 }
 
 static PyObject *Generator_stats(GeneratorObject *self, PyObject *args) {

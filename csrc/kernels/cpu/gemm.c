@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -34,18 +35,8 @@ enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 512 };
 #define GEMM_PARALLEL_MIN_MACS (1u << 18)
 
 /* Per-thread packing buffers, grown on demand and kept for later calls. */
-static _Thread_local float *pack_buf;
-static _Thread_local size_t pack_cap;
-
 static float *pack_space(size_t floats) {
-    if (floats > pack_cap) {
-        float *grown = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
-        if (!grown) return NULL;
-        free(pack_buf);
-        pack_buf = grown;
-        pack_cap = floats;
-    }
-    return pack_buf;
+    return ss_thread_scratch(SS_SCRATCH_GEMM_PACK, floats * sizeof(float));
 }
 
 /* 8 consecutive stored elements as f32 (int8: unscaled). */

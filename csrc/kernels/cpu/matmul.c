@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -329,9 +330,6 @@ typedef void (*block4_fn)(float *, const float *, int, int, const void *, const 
  * decode-size batches only (the GEMM path converts to f32). */
 
 /* x split into hi/lo bf16 arrays, padded with zeros to a multiple of 32. */
-static _Thread_local uint16_t *split_buf;
-static _Thread_local size_t split_cap;
-
 SS_AVX512BF16 static void bf16_split(uint16_t *hi, uint16_t *lo, const float *x, int k, int kp) {
     for (int c = 0; c < kp; c++) {
         const float v = c < k ? x[c] : 0.0f;
@@ -373,14 +371,8 @@ static int gemv_avx512bf16(float *out, const float *x, int n, int k, const void 
                            const float *bias, ss_epilogue epi) {
     const int kp = (k + 31) & ~31;
     const size_t need = (size_t)n * 2 * (size_t)kp;
-    if (need > split_cap) {
-        uint16_t *grown = aligned_alloc(64, (need * sizeof(uint16_t) + 63) & ~(size_t)63);
-        if (!grown) return 0;
-        free(split_buf);
-        split_buf = grown;
-        split_cap = need;
-    }
-    uint16_t *xs = split_buf;
+    uint16_t *xs = ss_thread_scratch(SS_SCRATCH_BF16_SPLIT, need * sizeof(uint16_t));
+    if (!xs) return 0;
     for (int i = 0; i < n; i++)
         bf16_split(xs + (size_t)i * 2 * kp, xs + (size_t)i * 2 * kp + kp, x + (size_t)i * k, k, kp);
     const int par = (size_t)m * (size_t)k * (size_t)n >= PARALLEL_MIN_MACS;
