@@ -352,7 +352,7 @@ def _card(name: str, train: dict, data: dict, ev: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for tname in [k for k in p if k.startswith(("pg2554", "wikitext")) and isinstance(p[k], dict)
-                      and "full" in p[k]]:
+                      and any(c in p[k] for c in ("full", "window256", "streaming4+252"))]:
             for cname, e in p.get(tname, {}).items():
                 lines.append(f"| {tname} | {e['tokens']:,} | {cname} | {_fmt(e['ppl'])} | {_fmt(e['ppl_first_512'])} | "
                              f"{_fmt(e['ppl_512_to_2048'])} | {_fmt(e['ppl_after_2048'])} |")
