@@ -387,10 +387,13 @@ class Grid:
 
     @property
     def varying(self) -> list[str]:
-        """Paths that take more than one value over the grid."""
+        """Paths that take more than one value over the grid (a sub-grid
+        that does not set a path contributes its base or default value)."""
+        fields = grid_fields()
         values: dict[str, set] = {}
-        for sub in self.subgrids:
-            for p, vs in sub.items():
+        for p in self.axes:
+            for sub in self.subgrids:
+                vs = sub[p] if p in sub else [self.base.get(p, fields[p].default)]
                 values.setdefault(p, set()).update(json.dumps(_canon(v)) for v in vs)
         return [p for p in self.axes if len(values[p]) > 1]
 
