@@ -28,6 +28,7 @@ cudaError_t launch_embed(float *x, const void *table, ss_dtype wt, const int32_t
     case SS_BF16:
         embed_kernel<__nv_bfloat16><<<n, threads, 0, stream>>>(x, (const __nv_bfloat16 *)table, tokens, d);
         break;
+    default: return cudaErrorInvalidValue; /* int8 tables stay on the CPU */
     }
     return cudaGetLastError();
 }
@@ -164,6 +165,7 @@ cudaError_t launch_convert(void *dst, ss_dtype dt, const float *src, size_t coun
     case SS_BF16:
         convert_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>((__nv_bfloat16 *)dst, src, count);
         break;
+    default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();
 }
