@@ -64,21 +64,33 @@ need_clang() {
     CC_FUZZ=clang
 }
 
-# The C harness links the tokenizer sources as they are in the working tree.
-# UBSan stops at the first report except pointer-overflow, whose known
-# reports fuzz/c/ubsan.supp lists (halt_on_error still stops at others).
+# The C harness links the tokenizer sources as they are in the working tree,
+# rebuilt when a source or header is newer than its object. UBSan stops at
+# the first report except pointer-overflow, whose known reports
+# fuzz/c/ubsan.supp lists (halt_on_error still stops at the others).
+SAN_FLAGS=(-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow
+           -fno-omit-frame-pointer)
+C_FLAGS=(-std=c11 -g -O1 -Wall -Wextra -Werror -I"$REPO/csrc/include" -I"$REPO/csrc")
 build_c() {  # build_c MODE -> prints the binary's path
-    local mode=$1 out="$WORK/build/tokenizer_$1"
-    mkdir -p "$WORK/build"
-    local srcs="$HERE/c/tokenizer_fuzz.c $(ls "$REPO"/csrc/tokenizer/*.c) $REPO/csrc/common.c"
-    local newest
-    newest=$(ls -t $srcs "$REPO"/csrc/tokenizer/*.h "$REPO"/csrc/include/*.h "$REPO"/csrc/common.h | head -1)
-    if [ ! -x "$out" ] || [ "$newest" -nt "$out" ]; then
+    local mode=$1 out="$WORK/build/tokenizer_$1" obj="$WORK/build/obj"
+    mkdir -p "$obj"
+    # The core's sources once (instrumented for coverage, not linked with
+    # libFuzzer's main), then each harness mode against them.
+    local src o objs=()
+    for src in "$REPO"/csrc/tokenizer/*.c "$REPO/csrc/common.c"; do
+        o="$obj/$(basename "$(dirname "$src")")_$(basename "$src" .c).o"
+        if [ ! -f "$o" ] || [ -n "$(find "$src" "$REPO"/csrc/tokenizer/*.h "$REPO"/csrc/include/*.h "$REPO"/csrc/common.h \
+                -newer "$o" 2>/dev/null | head -1)" ]; then
+            "$CC_FUZZ" "${C_FLAGS[@]}" "${SAN_FLAGS[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$o.tmp" >&2
+            mv "$o.tmp" "$o"
+        fi
+        objs+=("$o")
+    done
+    if [ ! -x "$out" ] || [ -n "$(find "$HERE/c/tokenizer_fuzz.c" "${objs[@]}" -newer "$out" 2>/dev/null | head -1)" ]; then
         local mflag
         mflag=$(echo "$mode" | tr a-z A-Z)
-        "$CC_FUZZ" -std=c11 -g -O1 -DFUZZ_"$mflag" -fsanitize=fuzzer,address,undefined \
-            -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow -fno-omit-frame-pointer \
-            -Wall -Wextra -Werror -I"$REPO/csrc/include" -I"$REPO/csrc" $srcs -o "$out.tmp" >&2
+        "$CC_FUZZ" "${C_FLAGS[@]}" "${SAN_FLAGS[@]}" -fsanitize=fuzzer -DFUZZ_"$mflag" \
+            "$HERE/c/tokenizer_fuzz.c" "${objs[@]}" -o "$out.tmp" >&2
         mv "$out.tmp" "$out"
     fi
     echo "$out"
