@@ -39,22 +39,6 @@ static float *pack_space(size_t floats) {
     return ss_thread_scratch(SS_SCRATCH_GEMM_PACK, floats * sizeof(float));
 }
 
-/* 8 consecutive stored elements as f32 (int8: unscaled). */
-SS_AVX2 static inline __m256 load8_any(const void *w, size_t i, ss_dtype wt) {
-    switch (wt) {
-    case SS_F32: return _mm256_loadu_ps((const float *)w + i);
-    case SS_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
-    case SS_I8: {
-        int64_t q;
-        memcpy(&q, (const int8_t *)w + i, 8);
-        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(q)));
-    }
-    default: {
-        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    }
-}
 
 static inline float load1_any(const void *w, size_t i, ss_dtype wt) {
     float f;
@@ -95,7 +79,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void pack_w_panel(
         for (int c = 0; c < kc8; c += 8) {
             __m256 v[8];
             for (int r = 0; r < 8; r++) {
-                v[r] = load8_any(w, (size_t)(jr + r) * k + p0 + c, wt);
+                v[r] = ss_load8_f32(w, (size_t)(jr + r) * k + p0 + c, wt);
                 if (scale) v[r] = _mm256_mul_ps(v[r], sc[r]);
             }
             transpose8(v);

@@ -185,21 +185,6 @@ static void rows_scalar(float *out, const float *x, int n, int k, const void *w,
 /* ------------------------------------------------------------ AVX2 path */
 #if SS_X86
 
-SS_AVX2 static inline __m256 load8(const void *w, size_t i, ss_dtype wt) {
-    switch (wt) {
-    case SS_F32: return _mm256_loadu_ps((const float *)w + i);
-    case SS_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
-    case SS_I8: {
-        int64_t q;
-        memcpy(&q, (const int8_t *)w + i, 8);
-        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(q)));
-    }
-    default: {
-        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    }
-}
 
 /* Sums of four vectors, one per lane of the result. */
 SS_AVX2 static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
@@ -252,8 +237,8 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
                 _mm_prefetch(pf + pfo + 3 * (pf_bytes / 4), _MM_HINT_T0);
                 pfo += 64;
             }
-            const __m256 w0 = load8(w, r0 + c, wt), w1 = load8(w, r1 + c, wt);
-            const __m256 w2 = load8(w, r2 + c, wt), w3 = load8(w, r3 + c, wt);
+            const __m256 w0 = ss_load8_f32(w, r0 + c, wt), w1 = ss_load8_f32(w, r1 + c, wt);
+            const __m256 w2 = ss_load8_f32(w, r2 + c, wt), w3 = ss_load8_f32(w, r3 + c, wt);
             const __m256 va = _mm256_loadu_ps(xa + c), vb = _mm256_loadu_ps(xb + c);
             a0 = _mm256_fmadd_ps(w0, va, a0); b0 = _mm256_fmadd_ps(w0, vb, b0);
             a1 = _mm256_fmadd_ps(w1, va, a1); b1 = _mm256_fmadd_ps(w1, vb, b1);
@@ -289,10 +274,10 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
                 pfo += 64;
             }
             const __m256 va = _mm256_loadu_ps(xa + c);
-            a0 = _mm256_fmadd_ps(load8(w, r0 + c, wt), va, a0);
-            a1 = _mm256_fmadd_ps(load8(w, r1 + c, wt), va, a1);
-            a2 = _mm256_fmadd_ps(load8(w, r2 + c, wt), va, a2);
-            a3 = _mm256_fmadd_ps(load8(w, r3 + c, wt), va, a3);
+            a0 = _mm256_fmadd_ps(ss_load8_f32(w, r0 + c, wt), va, a0);
+            a1 = _mm256_fmadd_ps(ss_load8_f32(w, r1 + c, wt), va, a1);
+            a2 = _mm256_fmadd_ps(ss_load8_f32(w, r2 + c, wt), va, a2);
+            a3 = _mm256_fmadd_ps(ss_load8_f32(w, r3 + c, wt), va, a3);
         }
         __m128 sa = hsum4(a0, a1, a2, a3);
         if (k8 < k) {
@@ -305,7 +290,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
     }
 }
 
-/* One instance per dtype so that load8's switch folds away. */
+/* One instance per dtype so that ss_load8_f32's switch folds away. */
 #define DEFINE_BLOCK4(NAME, DT)                                                                   \
     SS_AVX2 static void NAME(float *out, const float *x, int n, int k, const void *w,            \
                              const float *scale, int m, const float *bias, ss_epilogue epi,       \

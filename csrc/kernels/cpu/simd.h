@@ -24,6 +24,28 @@ int ss_simd_level(void);
 #include <immintrin.h>
 #define SS_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SS_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+
+#include <stdint.h>
+#include <string.h>
+
+#include "specstream.h"
+
+/* 8 consecutive stored weights as f32 (int8: unscaled), for every dtype. */
+SS_AVX2 static inline __m256 ss_load8_f32(const void *w, size_t i, ss_dtype wt) {
+    switch (wt) {
+    case SS_F32: return _mm256_loadu_ps((const float *)w + i);
+    case SS_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case SS_I8: {
+        int64_t q;
+        memcpy(&q, (const int8_t *)w + i, 8);
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(q)));
+    }
+    default: {
+        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    }
+}
 #else
 #define SS_X86 0
 #endif
