@@ -3,7 +3,7 @@
 # hang, leak, sanitizer report or broken contract.
 #
 #   fuzz/run.sh TARGET [SECONDS]     one target (default 60 s)
-#   fuzz/run.sh all [SECONDS]        every target, SECONDS each (CI: all 15)
+#   fuzz/run.sh all [SECONDS]        every target, SECONDS each (CI: all 12)
 #   fuzz/run.sh list                 the target names
 #
 # Python targets (atheris, coverage of the Python parsers):
