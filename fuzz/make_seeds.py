@@ -9,7 +9,6 @@ after changing it. Deterministic: the same files every time.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct

@@ -68,6 +68,7 @@ need_clang() {
 # rebuilt when a source or header is newer than its object. UBSan stops at
 # the first report except pointer-overflow, whose known reports
 # fuzz/c/ubsan.supp lists (halt_on_error still stops at the others).
+# shellcheck disable=SC2054  # the commas belong to the flags
 SAN_FLAGS=(-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow
            -fno-omit-frame-pointer)
 C_FLAGS=(-std=c11 -g -O1 -Wall -Wextra -Werror -I"$REPO/csrc/include" -I"$REPO/csrc")

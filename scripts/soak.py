@@ -39,7 +39,6 @@ window (a leak of even 20 bytes per token would exceed that).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
