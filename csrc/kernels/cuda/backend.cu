@@ -45,6 +45,7 @@ struct DevLayer {
 
 struct DevModel {
     int device, sm_count;
+    ss_dtype etype; /* embed_in's storage (the model's etype) */
     void *arena; /* every weight, one allocation */
     size_t arena_bytes;
     DevLayer *layers;
@@ -135,6 +136,8 @@ ss_status model_init(ss_model *m, DevModel *dm, ss_error *err) {
     const ss_model_config *c = &m->cfg;
     const size_t d = (size_t)c->d_model, ff = (size_t)c->d_ff, V = (size_t)c->vocab_rows;
     const size_t es = m->wtype == SS_F32 ? 4 : 2, fs = sizeof(float);
+    const size_t ees = m->etype == SS_F32 ? 4 : 2; /* embed_in keeps its own dtype */
+    dm->etype = m->etype;
     SS_CUDA_TRY(cudaGetDevice(&dm->device), "cudaGetDevice");
     SS_CUDA_TRY(cudaDeviceGetAttribute(&dm->sm_count, cudaDevAttrMultiProcessorCount, dm->device),
                 "cudaDeviceGetAttribute");
@@ -143,7 +146,7 @@ ss_status model_init(ss_model *m, DevModel *dm, ss_error *err) {
 
     /* Pass 1: offsets. Pass 2: pointers and copies. */
     Carver cv;
-    const size_t o_ein = cv.take(V * d * es), o_eout = cv.take(V * d * es);
+    const size_t o_ein = cv.take(V * d * ees), o_eout = cv.take(V * d * es);
     const size_t o_lnfw = cv.take(d * fs), o_lnfb = cv.take(d * fs);
     struct LayerOff {
         size_t qkv_w, out_w, fc1_w, fc2_w, ln1_w, ln1_b, ln2_w, ln2_b, qkv_b, out_b, fc1_b, fc2_b;
@@ -183,7 +186,7 @@ ss_status model_init(ss_model *m, DevModel *dm, ss_error *err) {
     do {                                                                      \
         if (st == SS_OK) st = upload(base + (off), (src), (bytes), (name), err); \
     } while (0)
-    UP(o_ein, m->embed_in, V * d * es, "gpt_neox.embed_in.weight");
+    UP(o_ein, m->embed_in, V * d * ees, "gpt_neox.embed_in.weight");
     UP(o_eout, m->embed_out, V * d * es, "embed_out.weight");
     UP(o_lnfw, m->lnf_w, d * fs, "gpt_neox.final_layer_norm.weight");
     UP(o_lnfb, m->lnf_b, d * fs, "gpt_neox.final_layer_norm.bias");
@@ -391,7 +394,7 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
     const float eps = c->layer_norm_eps;
     const int par = c->parallel_residual;
 
-    SS_CUDA_TRY(launch_embed(ds->x, dm->embed_in, wt, d_tok, n, d, st), "the embedding");
+    SS_CUDA_TRY(launch_embed(ds->x, dm->embed_in, dm->etype, d_tok, n, d, st), "the embedding");
     for (int l = 0; l < c->n_layer; l++) {
         const DevLayer &L = dm->layers[l];
         SS_CUDA_TRY(launch_layernorm(ds->h, par ? ds->h2 : nullptr, ds->x, L.ln1_w, L.ln1_b, L.ln2_w, L.ln2_b, n, d,
@@ -525,8 +528,14 @@ extern "C" ss_status ss_cuda_model_init(ss_model *m, ss_error *err) {
     if (m->head_dim > kMaxHeadDim)
         return ss_fail(err, SS_ERR_UNSUPPORTED, "the CUDA backend supports head_dim up to %d, the model has %d",
                        kMaxHeadDim, m->head_dim);
-    if (m->wtype != SS_F32 && m->wtype != SS_F16 && m->wtype != SS_BF16)
-        return ss_fail(err, SS_ERR_UNSUPPORTED, "weight dtype %d has no CUDA kernels", (int)m->wtype);
+    if (m->wtype == SS_I8)
+        return ss_fail(err, SS_ERR_UNSUPPORTED,
+                       "int8 weights run on the CPU backend only; load the model as f16 or bf16 for the GPU");
+    const bool float_type = m->wtype == SS_F32 || m->wtype == SS_F16 || m->wtype == SS_BF16;
+    const bool float_embed = m->etype == SS_F32 || m->etype == SS_F16 || m->etype == SS_BF16;
+    if (!float_type || !float_embed)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "weight dtype %d (embedding %d) has no CUDA kernels", (int)m->wtype,
+                       (int)m->etype);
     if (ss_cuda_device_count() < 1)
         return ss_fail(err, SS_ERR_UNSUPPORTED, "no CUDA GPU is available (no device or no driver)");
     DevModel *dm = (DevModel *)calloc(1, sizeof(DevModel));
@@ -613,7 +622,9 @@ extern "C" int ss_cuda_loaded_runtime_version(void) {
 extern "C" int ss_cuda_compiled_cublas_version(void) { return CUBLAS_VERSION; }
 
 extern "C" const char *ss_cuda_archs(void) {
-#ifdef __CUDA_ARCH_LIST__
+#if defined(SS_SIMT_EMU)
+    return "simt-emulator";
+#elif defined(__CUDA_ARCH_LIST__)
     return "compute " SS_STR(__CUDA_ARCH_LIST__);
 #else
     return "unknown";

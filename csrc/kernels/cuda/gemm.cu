@@ -193,6 +193,8 @@ ss_status gemm(const float *x, int n, int k, const void *w, ss_dtype wt, int m, 
                const GemmScratch &scratch, int sm_count, cudaStream_t stream, const char *what,
                ss_error *err) {
     if (n <= 0) return SS_OK;
+    if (wt != SS_F32 && wt != SS_F16 && wt != SS_BF16)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "CUDA: %s: weight dtype %d has no GPU kernels", what, (int)wt);
     cudaError_t ce;
     if (n <= kGemvMaxRows) {
         switch (wt) {
