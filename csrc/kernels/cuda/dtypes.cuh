@@ -52,11 +52,15 @@ template <> struct Vec16<__nv_bfloat16> {
  * the activations live. Not volatile: weights are read-only during a call,
  * so the compiler may hoist these loads ahead of earlier FMAs. */
 __device__ __forceinline__ uint4 load_stream(const void *p) {
+#ifdef SS_SIMT_EMU /* the CPU emulator (emu/simt_emu.h) has no PTX */
+    return *(const uint4 *)p;
+#else
     uint4 r;
     asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
     return r;
+#endif
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
