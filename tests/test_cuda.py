@@ -295,6 +295,8 @@ def test_module_imports_and_reports_its_build():
                     reason="SPECSTREAM_CUDA=0: CUDA explicitly off")
 def test_cuda_objects_are_compiled_and_linked_when_nvcc_is_present():
     info = _core.build_info()
+    if info.get("cuda_archs") == "simt-emulator":
+        pytest.skip("the CPU emulator build of the CUDA backend links no CUDA libraries")
     assert info["cuda"] is True, "nvcc is present but the extension was built without the CUDA backend"
     assert info["cuda_runtime"] >= 11000 and info["cublas"] > 0
     assert info["cuda_runtime_loaded"] > 0, "libcudart is linked but could not be asked for its version"
@@ -315,6 +317,24 @@ def test_cuda_without_gpu_is_a_clear_error(model_dirs):
     m.forward([1, 2, 3])  # still usable on the CPU
     with pytest.raises((RuntimeError, NotImplementedError)):
         _core.cuda_copy_bandwidth(1 << 20, 1)
+
+
+# a few minutes of emulation: decode/verify/prefill chunks per dtype, a
+# streaming cache after evictions, and graph replay
+EMU_QUICK = ("(gpu_logits_match_cpu_f32 and parallel and not chunk64) or (cache_policies and streaming-R4 and parallel) "
+             "or (cuda_graph_decode and window)")
+
+
+@pytest.mark.skipif(os.environ.get("SPECSTREAM_CUDA_EMU_TESTS") != "1",
+                    reason="opt-in (SPECSTREAM_CUDA_EMU_TESTS=1): builds the CUDA backend on the CPU SIMT emulator")
+def test_cuda_backend_on_the_simt_emulator(tmp_path):
+    """The CUDA kernels and host driver, compiled for csrc/kernels/cuda/emu's
+    fiber-per-thread emulator, against the CPU backend (a few minutes)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "csrc" / "kernels" / "cuda" / "emu" / "build_emu.py"
+    res = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--test", "-q", "-k", EMU_QUICK])
+    assert res.returncode == 0
 
 
 def test_bad_device_name_is_a_value_error(model_dirs):
