@@ -289,14 +289,15 @@ def ppl_delta(shape_dir: Path, n_tokens: int, threads: int) -> dict[str, Any]:
         from specstream.defaults import default_text, load_default
 
         t32, _d, tok = load_default(dtype="f32")
-        text_ids = tok.encode(default_text())[: 2048] if tok is not None else None
+        text_ids = tok.encode(default_text("wikitext-2-test"))[:2048] if tok is not None else None
         if text_ids is None:
             raise RuntimeError("the default model has no tokenizer")
         text_ids = np.asarray(getattr(text_ids, "ids", text_ids), np.int32)
         q32 = perplexity(t32, text_ids, chunk=256).ppl
         t8, _d8, _tok = load_default(dtype="int8", tokenizer=False)
         q8 = perplexity(t8, text_ids, chunk=256).ppl
-        out["default_model"] = {"tokens": int(len(text_ids)), "ppl_f32": q32, "ppl_int8": q8,
+        out["default_model"] = {"text": "wikitext-2-test (first 2048 tokens)", "tokens": int(len(text_ids)),
+                                "ppl_f32": q32, "ppl_int8": q8,
                                 "relative_delta": q8 / q32 - 1}
     except Exception as e:  # not bundled yet, or no tokenizer
         out["default_model"] = {"error": f"{type(e).__name__}: {e}"}
@@ -366,6 +367,10 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ppl-tokens", type=int, default=512)
+    ap.add_argument("--torch-tokens", type=int, default=8,
+                    help="decode steps per PyTorch run (eager is slow here; its per-token time is steady)")
+    ap.add_argument("--torch-repeats", type=int, default=1)
+    ap.add_argument("--torch-timeout", type=float, default=900, help="seconds per PyTorch worker")
     ap.add_argument("--skip-gemm", action="store_true")
     ap.add_argument("--out", default="cpu_peers.json")
     ap.add_argument("--append", action="store_true",
@@ -435,8 +440,8 @@ def main() -> None:
                 else:
                     row |= run_worker([TORCH_PYTHON, str(HERE / "peers" / "torch_decode.py"), str(ckpt),
                                        "--dtype", prec, "--threads", str(args.threads), "--tokens",
-                                       str(args.tokens), "--prefill", str(args.prefill), "--repeats",
-                                       str(args.repeats)], 3600)
+                                       str(args.torch_tokens), "--prefill", str(args.prefill), "--repeats",
+                                       str(args.torch_repeats)], args.torch_timeout)
                     if "error" not in row:
                         from specstream.config import ModelConfig
                         c = ModelConfig.from_dir(ckpt)
