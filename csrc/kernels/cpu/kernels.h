@@ -16,7 +16,8 @@
 
 #include "specstream.h"
 
-size_t ss_dtype_size(ss_dtype dtype);
+/* Bytes per stored element (inline: kernels specialised per dtype fold it). */
+static inline size_t ss_dtype_size(ss_dtype dtype) { return dtype == SS_F32 ? 4 : dtype == SS_I8 ? 1 : 2; }
 /* Bytes of a [rows][cols] weight matrix stored as dtype (scales included). */
 size_t ss_matrix_bytes(ss_dtype dtype, int64_t rows, int64_t cols);
 /* The per-row scales of an SS_I8 matrix. */

@@ -51,8 +51,6 @@ int ss_simd_level(void) {
     return level;
 }
 
-size_t ss_dtype_size(ss_dtype dtype) { return dtype == SS_F32 ? 4 : dtype == SS_I8 ? 1 : 2; }
-
 static size_t i8_scale_offset(int64_t rows, int64_t cols) {
     return ((size_t)rows * (size_t)cols + 63) & ~(size_t)63;
 }
@@ -192,35 +190,36 @@ SS_AVX2 static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-/* The 4 results r[] of rows j..j+3 for one token: scale, bias, epilogue. */
+/* The 4 results of rows j, j+q, j+2q, j+3q for one token: scale, bias,
+ * epilogue; dst is the token's output row. */
 SS_AVX2 static inline void finish4(float *dst, __m128 sums, const float *scale, const float *bias,
-                                   int j, ss_epilogue epi) {
-    if (scale) sums = _mm_mul_ps(sums, _mm_loadu_ps(scale + j));
-    if (bias) sums = _mm_add_ps(sums, _mm_loadu_ps(bias + j));
-    if (epi == SS_EPI_NONE) {
-        _mm_storeu_ps(dst, sums);
-    } else if (epi == SS_EPI_ADD) {
-        _mm_storeu_ps(dst, _mm_add_ps(_mm_loadu_ps(dst), sums));
-    } else {
-        float r[4];
-        _mm_storeu_ps(r, sums);
-        for (int q = 0; q < 4; q++) dst[q] = ss_gelu_one(r[q], epi == SS_EPI_GELU_TANH);
-    }
+                                   int j, int q, ss_epilogue epi) {
+    if (scale) sums = _mm_mul_ps(sums, _mm_setr_ps(scale[j], scale[j + q], scale[j + 2 * q], scale[j + 3 * q]));
+    if (bias) sums = _mm_add_ps(sums, _mm_setr_ps(bias[j], bias[j + q], bias[j + 2 * q], bias[j + 3 * q]));
+    float r[4];
+    _mm_storeu_ps(r, sums);
+    for (int t = 0; t < 4; t++) emit(dst + j + t * q, r[t], epi);
 }
 
-/* Four weight rows j..j+3 against tokens [0, n). k % 8 tail handled after
- * the vector loop, in the same order for every token. The weights of the
- * next block are prefetched as this one is consumed: with one or two tokens
- * the loop is a pure stream and the prefetches keep more lines in flight
- * than the hardware prefetcher does across 4 interleaved rows. */
+/* Four weight rows j, j+q, j+2q, j+3q against tokens [0, n). k % 8 tail
+ * handled after the vector loop, in the same order for every token.
+ *
+ * The caller walks j through a range of q rows, so each of the 4 rows is
+ * one long contiguous stream through the matrix. Four adjacent rows would
+ * be 4 short streams (2 KB each for bf16 at k = 1024) that restart every
+ * block: the hardware prefetcher loses them at each 4 KB page and a probe
+ * reading that pattern got ~12 GB/s where long streams got ~16 on this
+ * machine. The next row of each stream is also prefetched in software as
+ * this one is consumed (with one or two tokens the loop is a pure stream). */
 SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
     float *out, const float *x, int n, int k, const void *w, ss_dtype wt, const float *scale, int m,
-    const float *bias, ss_epilogue epi, int j, int prefetch) {
-    const size_t r0 = (size_t)j * k, r1 = r0 + k, r2 = r1 + k, r3 = r2 + k;
+    const float *bias, ss_epilogue epi, int j, int q, int prefetch) {
+    const size_t stride = (size_t)q * k;
+    const size_t r0 = (size_t)j * k, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride;
     const int k8 = k & ~7;
     const size_t es = ss_dtype_size(wt);
-    const char *pf = (const char *)w + (r0 + 4 * (size_t)k) * es; /* the next block's rows */
-    const size_t pf_bytes = 4 * (size_t)k * es;
+    const char *pf = (const char *)w + (r0 + (size_t)k) * es; /* row j + 1: the next step of stream 0 */
+    const size_t pf_stream = stride * es;
     const int pf_every = (int)(64 / (8 * es)) > 0 ? (int)(64 / (8 * es)) : 1; /* 8-element steps per line */
     int i = 0;
     for (; i + 2 <= n; i += 2) {
@@ -230,11 +229,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
         size_t pfo = 0;
         for (int c = 0; c < k8; c += 8) {
             if (prefetch && i == 0 && (c / 8) % pf_every == 0) {
-                /* 4 rows x this many bytes per step = the next block by the end */
-                _mm_prefetch(pf + pfo, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + pf_bytes / 4, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + pf_bytes / 2, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + 3 * (pf_bytes / 4), _MM_HINT_T0);
+                for (int t = 0; t < 4; t++) _mm_prefetch(pf + pfo + t * pf_stream, _MM_HINT_T0);
                 pfo += 64;
             }
             const __m256 w0 = ss_load8_f32(w, r0 + c, wt), w1 = ss_load8_f32(w, r1 + c, wt);
@@ -250,7 +245,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
             float ra[4] = {0}, rb[4] = {0};
             for (int c = k8; c < k; c++) {
                 for (int r = 0; r < 4; r++) {
-                    const float wv = load_scalar(w, r0 + (size_t)r * k + c, wt);
+                    const float wv = load_scalar(w, r0 + (size_t)r * stride + c, wt);
                     ra[r] += wv * xa[c];
                     rb[r] += wv * xb[c];
                 }
@@ -258,8 +253,8 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
             sa = _mm_add_ps(sa, _mm_loadu_ps(ra));
             sb = _mm_add_ps(sb, _mm_loadu_ps(rb));
         }
-        finish4(out + (size_t)i * m + j, sa, scale, bias, j, epi);
-        finish4(out + (size_t)(i + 1) * m + j, sb, scale, bias, j, epi);
+        finish4(out + (size_t)i * m, sa, scale, bias, j, q, epi);
+        finish4(out + (size_t)(i + 1) * m, sb, scale, bias, j, q, epi);
     }
     if (i < n) {
         const float *xa = x + (size_t)i * k;
@@ -267,10 +262,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
         size_t pfo = 0;
         for (int c = 0; c < k8; c += 8) {
             if (prefetch && i == 0 && (c / 8) % pf_every == 0) {
-                _mm_prefetch(pf + pfo, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + pf_bytes / 4, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + pf_bytes / 2, _MM_HINT_T0);
-                _mm_prefetch(pf + pfo + 3 * (pf_bytes / 4), _MM_HINT_T0);
+                for (int t = 0; t < 4; t++) _mm_prefetch(pf + pfo + t * pf_stream, _MM_HINT_T0);
                 pfo += 64;
             }
             const __m256 va = _mm256_loadu_ps(xa + c);
@@ -283,10 +275,10 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
         if (k8 < k) {
             float ra[4] = {0};
             for (int c = k8; c < k; c++)
-                for (int r = 0; r < 4; r++) ra[r] += load_scalar(w, r0 + (size_t)r * k + c, wt) * xa[c];
+                for (int r = 0; r < 4; r++) ra[r] += load_scalar(w, r0 + (size_t)r * stride + c, wt) * xa[c];
             sa = _mm_add_ps(sa, _mm_loadu_ps(ra));
         }
-        finish4(out + (size_t)i * m + j, sa, scale, bias, j, epi);
+        finish4(out + (size_t)i * m, sa, scale, bias, j, q, epi);
     }
 }
 
@@ -294,8 +286,8 @@ SS_AVX2 __attribute__((always_inline)) static inline void block4_avx2(
 #define DEFINE_BLOCK4(NAME, DT)                                                                   \
     SS_AVX2 static void NAME(float *out, const float *x, int n, int k, const void *w,            \
                              const float *scale, int m, const float *bias, ss_epilogue epi,       \
-                             int j, int prefetch) {                                               \
-        block4_avx2(out, x, n, k, w, DT, scale, m, bias, epi, j, prefetch);                       \
+                             int j, int q, int prefetch) {                                        \
+        block4_avx2(out, x, n, k, w, DT, scale, m, bias, epi, j, q, prefetch);                    \
     }
 DEFINE_BLOCK4(block4_f32, SS_F32)
 DEFINE_BLOCK4(block4_f16, SS_F16)
@@ -304,7 +296,15 @@ DEFINE_BLOCK4(block4_i8, SS_I8)
 #undef DEFINE_BLOCK4
 
 typedef void (*block4_fn)(float *, const float *, int, int, const void *, const float *, int,
-                          const float *, ss_epilogue, int, int);
+                          const float *, ss_epilogue, int, int, int);
+
+/* Rows [4 b0, 4 b1) as 4 streams of q = b1 - b0 consecutive rows each. */
+static void block_range(block4_fn block, float *out, const float *x, int n, int k, const void *w,
+                        const float *scale, int m, const float *bias, ss_epilogue epi, int b0, int b1) {
+    const int q = b1 - b0;
+    for (int step = 0; step < q; step++)
+        block(out, x, n, k, w, scale, m, bias, epi, b0 * ROWS + step, q, step + 1 < q);
+}
 
 /* ------------------------------------------------- AVX-512 BF16 path
  * Matrix-vector products of bf16 weights with VDPBF16PS. The activations
@@ -405,18 +405,15 @@ void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dt
             float *oc = out + (size_t)t0 * m;
             const int par = (size_t)m * (size_t)k * (size_t)nt >= PARALLEL_MIN_MACS;
             if (par) {
-                /* Contiguous row ranges per thread (one weight stream each);
-                 * the last block of a range does not prefetch past it. */
+                /* A contiguous range of rows per thread */
 #pragma omp parallel
                 {
                     const int nth = omp_get_num_threads(), id = omp_get_thread_num();
                     const int b0 = (int)((int64_t)full * id / nth), b1 = (int)((int64_t)full * (id + 1) / nth);
-                    for (int blk = b0; blk < b1; blk++)
-                        block(oc, xc, nt, k, w, scale, m, bias, epi, blk * ROWS, blk + 1 < b1);
+                    block_range(block, oc, xc, nt, k, w, scale, m, bias, epi, b0, b1);
                 }
             } else {
-                for (int blk = 0; blk < full; blk++)
-                    block(oc, xc, nt, k, w, scale, m, bias, epi, blk * ROWS, blk + 1 < full);
+                block_range(block, oc, xc, nt, k, w, scale, m, bias, epi, 0, full);
             }
             if (full * ROWS < m) rows_scalar(oc, xc, nt, k, w, wt, scale, m, bias, epi, full * ROWS, m);
         }
