@@ -44,11 +44,21 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
         if base is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                help=f"(default: {f.default})")
+        elif float in args and str in args:
+            group.add_argument(flag, dest=dest, type=_float_or_word, default=None,
+                               help=f"a number or a keyword (default: {f.default})")
         elif base is tuple:
             group.add_argument(flag, dest=dest, type=_int_tuple, default=None,
                                help=f"comma-separated ints (default: {f.default or 'none'})")
         else:
             group.add_argument(flag, dest=dest, type=base, default=None, help=f"(default: {f.default})")
+
+
+def _float_or_word(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a keyword such as "measured"; the dataclass validates it
 
 
 def _int_tuple(text: str) -> tuple:

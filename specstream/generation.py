@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -240,8 +240,15 @@ class SpeculativeConfig:
     the context where it occurred before (prompt lookup, no draft model).
     ``k`` tokens are proposed per step; with ``adaptive=True`` k is re-chosen
     every step within [k_min, k_max] to maximise expected tokens per unit time
-    given an EMA (``ema_decay``) of the acceptance rate and of the measured
-    draft/target cost ratio.
+    (1 - a^(k+1)) / ((1 - a)(1 + k c)) given an EMA (``ema_decay``) of the
+    acceptance rate a and a cost ratio c = draft time per token / target time
+    per verification. ``cost_ratio`` sets c: ``None`` (default) takes the
+    ratio of the models' weight bytes (what bounds batch-1 decode on a CPU;
+    0 for prompt lookup), a number fixes it, and ``"measured"`` follows an EMA
+    of the step timings. The first two keep sampled output a function of the
+    seed alone; with ``"measured"`` k, and so the random stream, depends on
+    the machine's timing (the better choice where the draft is bound by
+    latency rather than bytes, e.g. on a GPU).
 
     ``forced_acceptance`` is a benchmark knob: the verifier accepts each draft
     with that probability regardless of the models, so speed can be measured
@@ -253,6 +260,7 @@ class SpeculativeConfig:
     k_min: int = 1
     k_max: int = 8
     ema_decay: float = 0.8
+    cost_ratio: Union[None, float, str] = None
     method: str = "draft"
     lookup_ngram: int = 3
     forced_acceptance: Optional[float] = None
@@ -272,6 +280,14 @@ class SpeculativeConfig:
         _check_number("SpeculativeConfig", "ema_decay", self.ema_decay)
         if not (0.0 <= float(self.ema_decay) < 1.0):
             raise ValueError(f"SpeculativeConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if isinstance(self.cost_ratio, str):
+            if self.cost_ratio != "measured":
+                raise ValueError(f"SpeculativeConfig.cost_ratio must be None, a number or 'measured', "
+                                 f"got {self.cost_ratio!r}")
+        elif self.cost_ratio is not None:
+            _check_number("SpeculativeConfig", "cost_ratio", self.cost_ratio)
+            if not (0.0 <= float(self.cost_ratio) <= 1e3):
+                raise ValueError(f"SpeculativeConfig.cost_ratio must be in [0, 1000], got {self.cost_ratio}")
         if self.method not in _DRAFT_KINDS:
             raise ValueError(f"SpeculativeConfig.method must be 'draft' or 'lookup', got {self.method!r}")
         _check_int("SpeculativeConfig", "lookup_ngram", self.lookup_ngram, 1)
@@ -282,10 +298,13 @@ class SpeculativeConfig:
                 f"SpeculativeConfig.forced_acceptance must be in [0, 1] or None, got {self.forced_acceptance}"
             )
 
-    def _to_core(self, enabled: bool) -> tuple:
+    def _to_core(self, enabled: bool, bytes_ratio: float) -> tuple:
+        """The core's tuple; bytes_ratio = draft / target weight bytes (0 without a draft model)."""
         kind = _DRAFT_KINDS[self.method] if enabled else 0
         forced = -1.0 if self.forced_acceptance is None else float(self.forced_acceptance)
-        return (kind, self.k, int(self.adaptive), self.k_min, self.k_max, float(self.ema_decay),
+        cost = (-1.0 if self.cost_ratio == "measured" else
+                float(bytes_ratio) if self.cost_ratio is None else float(self.cost_ratio))
+        return (kind, self.k, int(self.adaptive), self.k_min, self.k_max, float(self.ema_decay), cost,
                 self.lookup_ngram, forced)
 
 

@@ -184,7 +184,8 @@ class Model:
         gen = _core.Generator(
             self._core, cache._to_core(needed, self.tokenizer), draft._core if use_draft else None,
             dcache._to_core(needed, self.tokenizer),
-            spec._to_core(speculating), (float(temperature), int(top_k), float(top_p), seed_used & (2**64 - 1)),
+            spec._to_core(speculating, draft.weight_bytes / self.weight_bytes if use_draft else 0.0),
+            (float(temperature), int(top_k), float(top_p), seed_used & (2**64 - 1)),
             prompt, int(max_new_tokens), stops,
         )
         return gen, seed_used

@@ -554,6 +554,10 @@ def test_invalid_cache_config(kwargs: dict[str, Any], exc: type, msg: str) -> No
     ({"ema_decay": "x"}, TypeError, "SpeculativeConfig.ema_decay must be a number"),
     ({"adaptive": 1}, TypeError, "SpeculativeConfig.adaptive must be a bool"),
     ({"lookup_ngram": 0}, ValueError, "SpeculativeConfig.lookup_ngram must be >= 1"),
+    ({"cost_ratio": "timed"}, ValueError, "cost_ratio must be None, a number or 'measured', got 'timed'"),
+    ({"cost_ratio": -1.0}, ValueError, r"cost_ratio must be in \[0, 1000\], got -1.0"),
+    ({"cost_ratio": math.inf}, ValueError, r"cost_ratio must be in \[0, 1000\]"),
+    ({"cost_ratio": [0.1]}, TypeError, "SpeculativeConfig.cost_ratio must be a number"),
 ])
 def test_invalid_speculative_config(kwargs: dict[str, Any], exc: type, msg: str) -> None:
     with pytest.raises(exc, match=msg):

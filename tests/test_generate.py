@@ -86,6 +86,25 @@ def test_sampling_is_reproducible_and_seed_dependent(models):
     assert m.generate([1, 2], **kw).stats.seed is not None
 
 
+def test_adaptive_sampling_is_reproducible_per_seed(models):
+    """Adaptive k with a fixed or bytes-derived cost ratio depends on the
+    acceptance history only, so the random stream (and the output) is a
+    function of the seed; with "measured" it still has the target's tokens
+    under greedy decoding."""
+    target, draft = models["parallel"], models["draft"]
+    kw = dict(max_new_tokens=40, temperature=1.0, draft=draft)
+    for spec in (SpeculativeConfig(adaptive=True, k_min=1, k_max=6),
+                 SpeculativeConfig(adaptive=True, k_min=1, k_max=6, cost_ratio=0.02)):
+        runs = [target.generate([5, 6, 7], seed=11, speculative=spec, **kw) for _ in range(3)]
+        for r in runs[1:]:
+            np.testing.assert_array_equal(r.tokens, runs[0].tokens, err_msg=str(spec))
+            assert r.stats.target_forwards == runs[0].stats.target_forwards
+    greedy = target.generate([5, 6, 7], max_new_tokens=40).tokens
+    measured = target.generate([5, 6, 7], max_new_tokens=40, draft=draft,
+                               speculative=SpeculativeConfig(adaptive=True, cost_ratio="measured"))
+    np.testing.assert_array_equal(measured.tokens, greedy)
+
+
 def test_stats_are_consistent(models):
     r = models["parallel"].generate(token_ids(20, 1000), max_new_tokens=30, draft=models["draft"],
                                     speculative=SpeculativeConfig(k=3), measure_speedup=True)

@@ -171,6 +171,8 @@ void ss_state_free(ss_state *state);
 int64_t ss_state_length(const ss_state *state);
 /* Bytes allocated for the KV cache (constant for bounded policies). */
 size_t ss_state_cache_bytes(const ss_state *state);
+/* The max_batch the state was created with. */
+int ss_state_max_batch(const ss_state *state);
 /* Keys the most recent query attended to. */
 int ss_state_visible(const ss_state *state);
 /* Eviction log (off by default: it grows with the stream). The pointer is
@@ -226,6 +228,10 @@ typedef struct {
     int adaptive;        /* pick k from an EMA of the acceptance rate      */
     int k_min, k_max;
     float ema_decay;
+    float cost_ratio;    /* adaptive k: draft time per token / target time
+                            per verification; < 0: measured (an EMA of the
+                            step timings, so sampled output then depends on
+                            the machine's timing, not only on the seed)    */
     int lookup_ngram;    /* prompt lookup: longest n-gram to match         */
     float forced_acceptance; /* < 0 off; else a benchmark-only verifier that
                                 accepts each draft with this probability   */

@@ -105,6 +105,7 @@ void ss_state_free(ss_state *s) {
 int64_t ss_state_length(const ss_state *s) { return s->length; }
 size_t ss_state_cache_bytes(const ss_state *s) { return ss_cache_bytes(&s->cache); }
 int ss_state_visible(const ss_state *s) { return s->last_visible; }
+int ss_state_max_batch(const ss_state *s) { return s->max_pending; }
 
 const ss_eviction *ss_state_evictions(const ss_state *s, size_t *count) {
     *count = s->n_events;

@@ -46,11 +46,11 @@ static int parse_cache(PyObject *t, ss_cache_config *c, PyArrayObject **ids) {
     return 0;
 }
 
-/* (kind, k, adaptive, k_min, k_max, ema_decay, lookup_ngram, forced_acceptance) */
+/* (kind, k, adaptive, k_min, k_max, ema_decay, cost_ratio, lookup_ngram, forced_acceptance) */
 static int parse_spec(PyObject *t, ss_speculative *s) {
     int kind;
-    if (!PyArg_ParseTuple(t, "iiiiifif", &kind, &s->k, &s->adaptive, &s->k_min, &s->k_max,
-                          &s->ema_decay, &s->lookup_ngram, &s->forced_acceptance))
+    if (!PyArg_ParseTuple(t, "iiiiiffif", &kind, &s->k, &s->adaptive, &s->k_min, &s->k_max,
+                          &s->ema_decay, &s->cost_ratio, &s->lookup_ngram, &s->forced_acceptance))
         return -1;
     s->kind = (ss_draft_kind)kind;
     return 0;

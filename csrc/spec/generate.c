@@ -21,7 +21,7 @@
 #include "common.h"
 #include "spec/sampling.h"
 
-enum { PREFILL_CHUNK = 256, LOOKUP_HORIZON = 4096 };
+enum { PREFILL_CHUNK = 256, MIN_BOUNDED_CHUNK = 16, LOOKUP_HORIZON = 4096 };
 
 struct ss_generator {
     const ss_model *target, *draft;
@@ -69,6 +69,9 @@ static ss_status check_speculative(const ss_speculative *s, ss_error *err) {
                            "adaptive k needs 1 <= k_min <= k_max <= 64, got k_min=%d k_max=%d", s->k_min, s->k_max);
         if (!(s->ema_decay >= 0.0f && s->ema_decay < 1.0f))
             return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "ema_decay must be in [0, 1), got %g", (double)s->ema_decay);
+        if (!(s->cost_ratio <= 1e3f)) /* NaN fails too; any negative value means "measured" */
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "cost_ratio must be <= 1000 (or < 0: measured), got %g",
+                           (double)s->cost_ratio);
     }
     if (s->kind == SS_DRAFT_LOOKUP && s->lookup_ngram < 1)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "lookup_ngram must be >= 1, got %d", s->lookup_ngram);
@@ -96,6 +99,21 @@ void ss_generator_free(ss_generator *g) {
                     g->p, g->q, g->scratch, g->feed};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
     free(g);
+}
+
+/* The largest batch of a generator's state: a prefill chunk, at least one
+ * verification (k + 1 tokens). A bounded ring keeps room for a whole pending
+ * batch next to its window (window + R - 1 + batch slots), so a 256-token
+ * chunk would more than double the memory of a small window: bounded caches
+ * prefill in chunks of a quarter window instead (16 tokens at least, where
+ * the GEMM path still pays off). */
+static int state_batch(const ss_cache_config *cache, int k_cap) {
+    int batch = PREFILL_CHUNK;
+    if (cache->policy != SS_CACHE_FULL && cache->policy != SS_CACHE_RECOMPUTE) {
+        const int quarter = cache->window / 4 > MIN_BOUNDED_CHUNK ? cache->window / 4 : MIN_BOUNDED_CHUNK;
+        if (quarter < batch) batch = quarter;
+    }
+    return batch > k_cap + 1 ? batch : k_cap + 1;
 }
 
 ss_status ss_generator_create(const ss_model *target, const ss_cache_config *target_cache,
@@ -146,11 +164,10 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     g->k = spec->k;
     if (spec->adaptive) g->k = spec->k < spec->k_min ? spec->k_min : spec->k > spec->k_max ? spec->k_max : spec->k;
     g->ema_accept = 0.7;
-    g->ema_cost = 0.1;
+    g->ema_cost = spec->cost_ratio >= 0.0f ? spec->cost_ratio : 0.1;
     g->max_new = max_new_tokens;
     g->n_prompt = n_prompt;
     g->cap_tokens = n_prompt + 64;
-    const int max_batch = PREFILL_CHUNK > g->k_cap + 1 ? PREFILL_CHUNK : g->k_cap + 1;
     const size_t V = (size_t)tc->vocab_rows, K1 = (size_t)g->k_cap + 1;
     g->tokens = ss_alloc((size_t)g->cap_tokens, sizeof(int32_t));
     g->stop_ids = ss_alloc((size_t)n_stop + 1, sizeof(int32_t));
@@ -171,8 +188,9 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     g->n_tokens = n_prompt;
     if (n_stop > 0) memcpy(g->stop_ids, stop_ids, (size_t)n_stop * sizeof(int32_t));
     g->n_stop = n_stop;
-    st = ss_state_create(target, target_cache, max_batch, &g->ts, err);
-    if (st == SS_OK && g->draft) st = ss_state_create(draft, draft_cache, max_batch, &g->ds, err);
+    st = ss_state_create(target, target_cache, state_batch(target_cache, g->k_cap), &g->ts, err);
+    if (st == SS_OK && g->draft)
+        st = ss_state_create(draft, draft_cache, state_batch(draft_cache, g->k_cap), &g->ds, err);
     if (st != SS_OK) {
         ss_generator_free(g);
         return st;
@@ -219,12 +237,13 @@ static int32_t choose(ss_generator *g, const float *logits, float *probs) {
     return ss_sample(probs, g->vocab, &g->rng);
 }
 
-/* Runs `tokens` through a state in chunks, committing after each; logits of
- * the last token into `logits` when non-NULL. */
+/* Runs `tokens` through a state in chunks of its largest batch, committing
+ * after each; logits of the last token into `logits` when non-NULL. */
 static ss_status run_prefix(const ss_model *m, ss_state *s, const int32_t *tokens, int64_t n,
                             float *logits, ss_error *err) {
-    for (int64_t i = 0; i < n; i += PREFILL_CHUNK) {
-        const int chunk = (int)ss_min64(PREFILL_CHUNK, n - i);
+    const int batch = ss_state_max_batch(s);
+    for (int64_t i = 0; i < n; i += batch) {
+        const int chunk = (int)ss_min64(batch, n - i);
         const int last = i + chunk == n;
         ss_status st = ss_forward(m, s, tokens + i, chunk, last ? logits : NULL, last && logits ? 1 : 0, err);
         if (st != SS_OK) return st;
@@ -377,7 +396,7 @@ static ss_status speculative_step(ss_generator *g, ss_error *err) {
     if (g->spec.adaptive) {
         const double w = g->spec.ema_decay;
         g->ema_accept = w * g->ema_accept + (1.0 - w) * ((double)accepted / k);
-        if (g->ds && t2 > t1) g->ema_cost = w * g->ema_cost + (1.0 - w) * ((t1 - t0) / k) / (t2 - t1);
+        if (g->spec.cost_ratio < 0.0f && g->ds && t2 > t1) g->ema_cost = w * g->ema_cost + (1.0 - w) * ((t1 - t0) / k) / (t2 - t1);
         g->k = pick_k(g);
     }
     return st;

@@ -298,7 +298,8 @@ static int run_generation(const ss_model *t, const ss_model *d, const ss_cache_c
     const int32_t prompt[] = {5, 9, 2, 5, 9, 2, 5, 9, 11, 4, 5, 9};
     const int32_t stops[] = {0};
     ss_speculative spec = {.kind = gc->kind, .k = gc->k, .adaptive = gc->adaptive, .k_min = 1, .k_max = 6,
-                           .ema_decay = 0.7f, .lookup_ngram = 3, .forced_acceptance = gc->forced};
+                           .ema_decay = 0.7f, .cost_ratio = 0.1f, .lookup_ngram = 3,
+                           .forced_acceptance = gc->forced};
     ss_generator *g = NULL;
     OK(ss_generator_create(t, tc, gc->kind == SS_DRAFT_MODEL ? d : NULL, dc, &spec, &gc->sampling, prompt,
                            (int)(sizeof prompt / sizeof prompt[0]), max_new, stops, 1, &g, E));
