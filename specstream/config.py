@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -67,6 +68,25 @@ _DEFAULTS: dict[str, Any] = {
     "initializer_range": 0.02,
     "torch_dtype": None,
 }
+
+# Upper bounds of the sizes, checked before anything is built from them (a
+# config.json is untrusted: 10**6 layers would otherwise make load() list
+# 12 million tensor names before the core refuses them). n_layer is the
+# core's own limit; the widths keep every product the core forms in C int
+# arithmetic (3 * d_model rows of query_key_value, ...) far from overflow,
+# at ~1000x the largest Pythia (d_model 5120, d_ff 20480, vocab 50688).
+MAX_SIZES: dict[str, int] = {
+    "n_layer": 4096,
+    "d_model": 1 << 22,
+    "n_head": 1 << 22,
+    "d_ff": 1 << 24,
+    "vocab_size": 1 << 24,
+    "max_position_embeddings": (1 << 31) - 1,
+}
+# The core computes LayerNorm in float32: an epsilon that is 0 or infinite
+# there is not the one the config asks for.
+_F32_MIN_NORMAL = 1.1754943508222875e-38
+_F32_MAX = 3.4028234663852886e38
 
 _ARCHITECTURE = "GPTNeoXForCausalLM"
 _MODEL_TYPE = "gpt_neox"
@@ -124,31 +144,37 @@ class ModelConfig:
     # ------------------------------------------------------------ validation
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "max_position_embeddings"):
+        for name, limit in MAX_SIZES.items():
             v = getattr(self, name)
             if not _is_int(v):
-                raise ValueError(f"config field {_hf(name)} must be an integer, got {v!r}")
+                raise ValueError(f"config field {_hf(name)} must be an integer, got {_short(v)}")
             if v <= 0:
-                raise ValueError(f"config field {_hf(name)} must be positive, got {v}")
+                raise ValueError(f"config field {_hf(name)} must be positive, got {_short(v)}")
+            if v > limit:
+                raise ValueError(f"config field {_hf(name)} = {_short(v)} exceeds the limit of {limit}")
         for name in ("rotary_pct", "rotary_emb_base", "layer_norm_eps", "initializer_range"):
             v = getattr(self, name)
-            if not _is_number(v) or not math.isfinite(v):
-                raise ValueError(f"config field {_hf(name)} must be a finite number, got {v!r}")
-            object.__setattr__(self, name, float(v))
+            try:
+                f = float(v) if _is_number(v) else math.nan
+            except OverflowError:  # an integer beyond the range of a float
+                f = math.inf
+            if not math.isfinite(f):
+                raise ValueError(f"config field {_hf(name)} must be a finite number, got {_short(v)}")
+            object.__setattr__(self, name, f)
         for name in ("use_parallel_residual", "tie_word_embeddings", "attention_bias"):
             v = getattr(self, name)
             if not isinstance(v, bool):
-                raise ValueError(f"config field {_hf(name)} must be true or false, got {v!r}")
+                raise ValueError(f"config field {_hf(name)} must be true or false, got {_short(v)}")
         for name in ("bos_token_id", "eos_token_id"):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < 0):
-                raise ValueError(f"config field {_hf(name)} must be a non-negative integer or null, got {v!r}")
+                raise ValueError(f"config field {_hf(name)} must be a non-negative integer or null, got {_short(v)}")
             if v is not None and v >= self.vocab_size:
                 raise ValueError(
                     f"config field {_hf(name)} = {v} is outside the vocabulary (vocab_size {self.vocab_size})"
                 )
         if self.torch_dtype is not None and not isinstance(self.torch_dtype, str):
-            raise ValueError(f"config field torch_dtype must be a string, got {self.torch_dtype!r}")
+            raise ValueError(f"config field torch_dtype must be a string, got {_short(self.torch_dtype)}")
 
         if self.d_model % self.n_head != 0:
             raise ValueError(
@@ -165,13 +191,14 @@ class ModelConfig:
             )
         if self.rotary_emb_base <= 1.0:
             raise ValueError(f"config field rotary_emb_base must be > 1, got {self.rotary_emb_base}")
-        if self.layer_norm_eps <= 0.0:
-            raise ValueError(f"config field layer_norm_eps must be positive, got {self.layer_norm_eps}")
+        if not _F32_MIN_NORMAL <= self.layer_norm_eps <= _F32_MAX:
+            raise ValueError(f"config field layer_norm_eps must be positive and a normal float32 "
+                             f"(in [{_F32_MIN_NORMAL:.4g}, {_F32_MAX:.4g}]), got {self.layer_norm_eps}")
         if self.initializer_range <= 0.0:
             raise ValueError(f"config field initializer_range must be positive, got {self.initializer_range}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in EXACT_GELU + TANH_GELUS:
             raise ValueError(
-                f"config field hidden_act: unknown activation {self.hidden_act!r} "
+                f"config field hidden_act: unknown activation {_short(self.hidden_act)} "
                 f"(supported: {', '.join(EXACT_GELU + TANH_GELUS)})"
             )
         if self.tie_word_embeddings:
@@ -251,31 +278,31 @@ class ModelConfig:
         model_type = d.get("model_type")
         if model_type is not None and model_type != _MODEL_TYPE:
             raise ValueError(
-                f"config field model_type: unsupported architecture {model_type!r} "
+                f"config field model_type: unsupported architecture {_short(model_type)} "
                 f"(only {_MODEL_TYPE!r} / {_ARCHITECTURE} is supported)"
             )
         archs = d.get("architectures")
         if archs is not None:
             if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-                raise ValueError(f"config field architectures must be a list of strings, got {archs!r}")
+                raise ValueError(f"config field architectures must be a list of strings, got {_short(archs)}")
             if archs and not any(a.startswith("GPTNeoX") and not a.startswith("GPTNeoXJapanese") for a in archs):
                 raise ValueError(
-                    f"config field architectures: unsupported architecture {archs!r} "
+                    f"config field architectures: unsupported architecture {_short(archs)} "
                     f"(only {_ARCHITECTURE} is supported)"
                 )
 
         src: dict[str, Any] = dict(d)
         rope = src.get("rope_scaling")
         if rope is not None:
-            raise ValueError(f"config field rope_scaling: rotary scaling {rope!r} is unsupported")
+            raise ValueError(f"config field rope_scaling: rotary scaling {_short(rope)} is unsupported")
         params = src.get("rope_parameters")
         if params is not None:
             # Newer transformers nest rotary settings here.
             if not isinstance(params, Mapping):
-                raise ValueError(f"config field rope_parameters must be an object, got {params!r}")
+                raise ValueError(f"config field rope_parameters must be an object, got {_short(params)}")
             rope_type = params.get("rope_type", "default")
             if rope_type != "default":
-                raise ValueError(f"config field rope_parameters: rope_type {rope_type!r} is unsupported")
+                raise ValueError(f"config field rope_parameters: rope_type {_short(rope_type)} is unsupported")
             for key in ("rope_theta", "partial_rotary_factor"):
                 if key in params:
                     src.setdefault(key, params[key])
@@ -307,10 +334,14 @@ class ModelConfig:
             d = json.loads(text)
         except ValueError as e:
             raise ValueError(f"{p}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ValueError(f"{p}: JSON nested too deeply") from None
         try:
             return cls.from_dict(d)
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from None
+        except RecursionError:  # comparing or printing a value nested almost as deep as json allows
+            raise ValueError(f"{p}: a value is nested too deeply") from None
 
     @classmethod
     def from_dir(cls, path: PathLike) -> "ModelConfig":
@@ -350,6 +381,14 @@ def field_for_key(key: str) -> str:
         if key == name or key in hf:
             return name
     raise ValueError(f"unknown config field {key!r}")
+
+
+def _short(v: Any) -> str:
+    """repr of a config value for an error message: a value from an untrusted
+    file may be a 10**5000 (whose repr raises) or a list nested 900 deep."""
+    if isinstance(v, int) and v.bit_length() > 128:
+        return f"an integer of about {int(v.bit_length() * math.log10(2)) + 1} digits"
+    return reprlib.repr(v)
 
 
 def _is_int(x: Any) -> bool:

@@ -63,6 +63,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Largest JSON header accepted; real headers are a few hundred kilobytes.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
+# Limits of the arrays NumPy can make (NPY_MAXDIMS was 32 before NumPy 2).
+_MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+_MAX_INTP = int(np.iinfo(np.intp).max)
+
 #: File names used by Hugging Face ``save_pretrained``.
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -210,9 +214,15 @@ def _check_entry(path: PathLike, name: str, entry: Any, data_size: int) -> Tenso
     shape = entry["shape"]
     if not isinstance(shape, list):
         raise _fail(path, f"shape must be a list of integers, got {shape!r}", name)
+    if len(shape) > _MAX_NDIM:
+        raise _fail(path, f"shape has {len(shape)} dimensions; NumPy holds at most {_MAX_NDIM}", name)
     for dim in shape:
         if not _is_int(dim) or dim < 0:
             raise _fail(path, f"shape must hold non-negative integers, got {shape!r}", name)
+    # NumPy refuses a shape whose extent, counting empty dimensions as 1,
+    # overflows its index type, even when the tensor holds no bytes.
+    if math.prod(max(d, 1) for d in shape) * DTYPE_TO_NUMPY[dtype].itemsize > _MAX_INTP:
+        raise _fail(path, f"shape {shape} is too large for a NumPy array", name)
 
     offsets = entry["data_offsets"]
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):

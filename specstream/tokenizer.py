@@ -156,6 +156,25 @@ def _components(obj: Any, kind: str, list_key: str, where: str) -> list[Mapping[
     return out
 
 
+def _check_encodable(tokens: Iterable[str], what: str, where: str) -> None:
+    """JSON can spell a lone surrogate ("\\ud800"), which has no UTF-8 form:
+    the C core gets every token as UTF-8, so such a file is malformed."""
+    tokens = list(tokens)
+    try:
+        "".join(tokens).encode("utf-8")
+    except UnicodeEncodeError:
+        bad = next(t for t in tokens if not _encodable(t))
+        raise _fail(where, f"{what} has the token {bad!r}, which holds a lone surrogate (not valid Unicode)") from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_merges(raw: Any, vocab: Mapping[str, int], where: str) -> np.ndarray:
     if not isinstance(raw, list):
         raise _fail(where, f"'model.merges' must be a list, got {type(raw).__name__}")
@@ -260,7 +279,9 @@ def _parse(obj: Any, where: str) -> _Spec:
             raise _fail(where, f"vocabulary id {tid} is given to both {owner[tid]!r} and {tok!r}")
         owner[tid] = tok
 
+    _check_encodable(vocab, "model.vocab", where)
     added = _parse_added(obj.get("added_tokens"), vocab, owner, where)
+    _check_encodable([t.content for t in added], "added_tokens", where)
     limit = len(vocab) + len(added)
     for tok, tid in vocab.items():
         if tid >= limit:
@@ -406,13 +427,18 @@ class Tokenizer:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise TokenizerFormatError(f"{name}: invalid JSON: {e}") from None
+        except RecursionError:
+            raise TokenizerFormatError(f"{name}: JSON nested too deeply") from None
         return cls.from_dict(obj, name=name)
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], name: str = "<dict>") -> "Tokenizer":
         """Loads an already parsed ``tokenizer.json`` (not kept: the caller
         may change it afterwards)."""
-        spec = _parse(obj, name)
+        try:
+            spec = _parse(obj, name)
+        except RecursionError:  # Sequences of Sequences nested almost as deep as json allows
+            raise TokenizerFormatError(f"{name}: nested too deeply") from None
         spec.vocab = dict(spec.vocab)
         return cls(spec, name=name)
 

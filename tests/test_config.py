@@ -135,6 +135,16 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     (patched(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling.*unsupported"),
     (patched(rope_parameters={"rope_type": "yarn"}), "rope_parameters: rope_type 'yarn'"),
     (patched(initializer_range=-1.0), "initializer_range must be positive"),
+    # Sizes are bounded before anything is built from them (fuzz finding 4).
+    (patched(num_hidden_layers=4097), "num_hidden_layers \\(n_layer\\) = 4097 exceeds the limit of 4096"),
+    (patched(hidden_size=2**40, num_attention_heads=8), "hidden_size .* exceeds the limit of 4194304"),
+    (patched(intermediate_size=2**31), "intermediate_size .* exceeds the limit"),
+    (patched(vocab_size=10**400), "vocab_size = an integer of about 401 digits exceeds the limit"),
+    (patched(max_position_embeddings=2**31), "max_position_embeddings .* exceeds the limit"),
+    # Numbers beyond a float (finding 5) or a float32 the core can use.
+    (patched(rotary_emb_base=10**400), "rotary_emb_base must be a finite number"),
+    (patched(layer_norm_eps=1e-300), "layer_norm_eps must be positive and a normal float32"),
+    (patched(layer_norm_eps=1e39), "layer_norm_eps must be positive and a normal float32"),
 ]
 
 

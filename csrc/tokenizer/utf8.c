@@ -27,6 +27,9 @@ int tok_buf_reserve(tok_buf *b, size_t extra) {
 }
 
 size_t tok_utf8_repair(tok_buf *out, const uint8_t *s, size_t n, int final) {
+    /* Nothing to append: out->data may still be NULL, and NULL + 0 below
+     * would be undefined behaviour (clang's UBSan reports it). */
+    if (n == 0) return 0;
     /* Each input byte gives at most 3 output bytes (a lone bad byte -> EF BF BD). */
     if (n > (SIZE_MAX - 16) / 3 || tok_buf_reserve(out, 3 * n) != 0) return (size_t)-1;
     uint8_t *o = out->data + out->len;
