@@ -9,6 +9,7 @@ the GIL released.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ _MIN_TEMPERATURE = 1e-30      # below this 1/T overflows float32 in the sampler
 _MAX_TEMPERATURE = float(np.finfo(np.float32).max)
 _WEIGHT_DTYPES = ("F32", "F16", "BF16")
 _DEVICES = {"cpu": 0, "cuda": 1}   # the core's ss_device
+_LAYER_NAME = re.compile(r"gpt_neox\.layers\.(\d+)\.")
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -313,6 +315,16 @@ def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]
     pass for bf16 bits, an I64 one fail without naming its file) and that
     each is aligned for its dtype."""
     entries = _st.read_dir_headers(directory)
+    # Weights of layers the config does not declare mean that config.json
+    # does not describe this checkpoint: loading it would silently cut the
+    # model short.
+    for name, (file, _info, _header) in entries.items():
+        m = _LAYER_NAME.match(name)
+        if m and (len(m.group(1)) > 9 or int(m.group(1)) >= config.n_layer):  # (int() of 5000 digits raises)
+            raise ValueError(
+                f"{file}: tensor {name!r} belongs to layer {m.group(1)}, but config.json declares "
+                f"num_hidden_layers = {config.n_layer} (layers 0..{config.n_layer - 1}): the config does not "
+                "describe this checkpoint")
     for name in config.tensor_shapes():
         if name in entries:
             file, info, _header = entries[name]

@@ -298,6 +298,15 @@ def test_config_more_layers_than_weights(broken: Path) -> None:
         specstream.load(broken)
 
 
+def test_config_fewer_layers_than_weights(broken: Path) -> None:
+    """A lying config: the checkpoint has 2 layers, config.json says 1.
+    Loading would silently drop layer 1 (Hugging Face only warns)."""
+    edit_config(broken, num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'gpt_neox\.layers\.1\.[a-z_.]+' belongs to "
+                                         r"layer 1, but config\.json declares num_hidden_layers = 1"):
+        specstream.load(broken)
+
+
 def test_config_vocab_disagrees(broken: Path) -> None:
     edit_config(broken, vocab_size=200)
     with pytest.raises(ValueError, match=r"embed_in\.weight has shape \[100, 32\], config implies \[200, 32\]"):
