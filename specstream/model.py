@@ -268,7 +268,12 @@ class Model:
 
 
 class TokenStream:
-    """Iterator over the tokens of one generation (see :meth:`Model.stream`)."""
+    """Iterator over the tokens of one generation (see :meth:`Model.stream`).
+
+    A stream belongs to one thread at a time: while a thread is inside a
+    step, iterating it or reading ``stats`` / ``cache_bytes`` from another
+    thread raises ``RuntimeError("generator is in use by another thread")``.
+    """
 
     def __init__(self, gen: "_core.Generator", weight_bytes: int, seed: int) -> None:
         self._gen = gen

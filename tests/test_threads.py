@@ -265,3 +265,84 @@ def test_busy_check_and_set_is_atomic(models):
     for t in threads:
         t.join()
     assert isinstance(out["b"], RuntimeError), "a second step ran while the first was inside the generator"
+
+
+def _while_stepping(gen, n: int, call) -> tuple[list[str], np.ndarray]:
+    """Calls call() over and over while another thread runs gen.step(n);
+    returns the RuntimeError messages it raised and the step's tokens."""
+    inside = threading.Event()
+    result: dict[str, np.ndarray] = {}
+
+    def long_step() -> None:
+        inside.set()
+        result["tokens"] = gen.step(n)
+
+    t = threading.Thread(target=long_step)
+    t.start()
+    inside.wait()
+    errors = []
+    while t.is_alive():
+        try:
+            call()
+        except RuntimeError as e:
+            errors.append(str(e))
+        time.sleep(0.0005)
+    t.join()
+    return errors, result["tokens"]
+
+
+def test_reading_a_stream_while_another_thread_steps_it_raises(models):
+    """stats(), done and target_cache_bytes (so TokenStream.stats,
+    cache_bytes and iteration) read the generator that a running step is
+    writing: while a step runs they raise the same RuntimeError as a second
+    step, and the stream goes on unharmed."""
+    target = models["parallel"]
+    prompt = np.arange(1, 12, dtype=np.int32)
+    kwargs = dict(max_new_tokens=2500, cache=CACHES["streaming"], speculative=None)
+    reference = target.generate(prompt, step_tokens=4096, **kwargs).tokens
+    stream = target.stream(prompt, **kwargs)
+    gen = stream._gen
+    parts = [gen.step(1)]
+    readers = {
+        "stats()": gen.stats,
+        "done": lambda: gen.done,
+        "target_cache_bytes": lambda: gen.target_cache_bytes,
+        "TokenStream.stats": lambda: stream.stats,
+        "TokenStream.cache_bytes": lambda: stream.cache_bytes,
+        "iteration": lambda: next(iter(stream)),
+    }
+    for name, read in readers.items():
+        if name == "iteration":
+            continue  # would take tokens from the stream whenever the step is over
+        errors, tokens = _while_stepping(gen, 400, read)
+        parts.append(tokens)
+        assert errors, f"{name} never raised while another thread was stepping the stream"
+        assert all("in use by another thread" in e for e in errors), (name, errors[:2])
+    rest = np.array(list(stream), dtype=np.int32)
+    np.testing.assert_array_equal(np.concatenate(parts + [rest]), reference)
+    assert stream.stats.new_tokens == len(reference)
+
+
+def test_reinitialising_a_generator_while_it_steps_raises(models, monkeypatch):
+    """Generator.__init__ on a generator another thread is stepping would
+    free it under the step (a use after free): it must raise instead."""
+    target = models["parallel"]
+    prompt = np.arange(1, 12, dtype=np.int32)
+    kwargs = dict(max_new_tokens=2500, cache=CACHES["streaming"], speculative=None)
+    captured = {}
+
+    class Capture:  # records the arguments Model.stream gives the core's Generator
+        def __init__(self, *args):
+            captured["args"] = args
+
+    with monkeypatch.context() as m:
+        m.setattr(specstream.model._core, "Generator", Capture)
+        target.stream(prompt, **kwargs)
+    gen = target.stream(prompt, **kwargs)._gen
+    gen.step(1)
+    # A re-initialisation that gets in before the step begins or after it
+    # ends is legitimate; the ones during it must be refused.
+    errors, tokens = _while_stepping(gen, 2000, lambda: gen.__init__(*captured["args"]))
+    assert errors, "re-initialising a generator another thread was stepping never raised"
+    assert all("in use by another thread" in e for e in errors), errors[:2]
+    assert len(tokens) == 2000 and tokens.min() >= 0 and tokens.max() < target.vocab_size

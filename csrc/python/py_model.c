@@ -386,6 +386,26 @@ static void Generator_dealloc(GeneratorObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Every access to self->gen goes through here: while a step runs without
+ * the GIL it writes the generator (outbox, counters, caches), so a reader on
+ * another thread would see it half-written, and a re-initialisation would
+ * free it under the step. */
+static int idle(GeneratorObject *self) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "generator is in use by another thread");
+        return -1;
+    }
+    return 0;
+}
+
+static int claim(GeneratorObject *self) {
+    if (!self->gen) {
+        PyErr_SetString(PyExc_RuntimeError, "generator is not initialised");
+        return -1;
+    }
+    return idle(self);
+}
+
 /* Generator(target, target_cache, draft|None, draft_cache, spec, sampling, prompt, max_new, stop_ids) */
 static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds) {
     (void)kwds;
@@ -438,24 +458,18 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
         ss_py_raise(st, &err);
         return -1;
     }
+    /* Checked here, with the GIL held until the swap: a step may have begun
+     * on the old generator while this one was being created. */
+    if (idle(self) < 0) {
+        ss_generator_free(gen);
+        return -1;
+    }
     ss_generator_free(self->gen);
     self->gen = gen;
     Py_INCREF(target);
     Py_XSETREF(self->target, target);
     Py_INCREF(draft);
     Py_XSETREF(self->draft, draft);
-    return 0;
-}
-
-static int claim(GeneratorObject *self) {
-    if (!self->gen) {
-        PyErr_SetString(PyExc_RuntimeError, "generator is not initialised");
-        return -1;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "generator is in use by another thread");
-        return -1;
-    }
     return 0;
 }
 
@@ -503,10 +517,7 @@ done:
 
 static PyObject *Generator_stats(GeneratorObject *self, PyObject *args) {
     (void)args;
-    if (!self->gen) {
-        PyErr_SetString(PyExc_RuntimeError, "generator is not initialised");
-        return NULL;
-    }
+    if (claim(self) < 0) return NULL;
     const ss_gen_stats *s = ss_generator_stats(self->gen);
     return Py_BuildValue("{sd,sd,sd,sd,sd,sL,sL,sL,sL,sL,sn}", "prefill_s", s->prefill_s, "ttft_s", s->ttft_s,
                          "decode_s", s->decode_s, "draft_s", s->draft_s, "verify_s", s->verify_s,
@@ -518,12 +529,14 @@ static PyObject *Generator_stats(GeneratorObject *self, PyObject *args) {
 static PyObject *Generator_get_done(GeneratorObject *self, void *closure) {
     (void)closure;
     if (!self->gen) Py_RETURN_TRUE;
+    if (idle(self) < 0) return NULL;
     return PyBool_FromLong(ss_generator_done(self->gen));
 }
 
 static PyObject *Generator_get_cache_bytes(GeneratorObject *self, void *closure) {
     (void)closure;
     if (!self->gen) return PyLong_FromLong(0);
+    if (idle(self) < 0) return NULL;
     return PyLong_FromSize_t(ss_state_cache_bytes(ss_generator_target_state(self->gen)));
 }
 
