@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,11 +312,13 @@ def load(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, n
         header = read_header(path)
     out: dict[str, np.ndarray] = {}
     if header.file_size > header.data_start:
-        mm = np.memmap(path, dtype=np.uint8, mode="r")
-        if mm.shape[0] != header.file_size:
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(mm) != header.file_size:
+            mm.close()
             raise _fail(path, "file changed size after its header was read")
-        # A plain ndarray view: the memmap object stays alive as its base.
-        data = mm.view(np.ndarray)[header.data_start :]
+        # The views keep the map alive through their base (a memoryview of mm).
+        data = np.frombuffer(mm, dtype=np.uint8)[header.data_start :]
     else:
         data = np.zeros(0, dtype=np.uint8)
     for name, t in header.tensors.items():
@@ -323,6 +326,27 @@ def load(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, n
         arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drops the pages of a tensor returned by :func:`load` from this
+    process's resident memory, for tensors the engine has copied (converted
+    or quantized) and will not read again. The map stays valid: reading the
+    tensor later faults the pages back in from the page cache. Without this,
+    every page touched while converting counts in the RSS for as long as any
+    tensor of the file is alive. Arrays not backed by a map are left alone.
+    """
+    root = arr
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    if not (isinstance(root, memoryview) and isinstance(root.obj, mmap.mmap)) or arr.nbytes == 0:
+        return
+    mm = root.obj
+    offset = arr.__array_interface__["data"][0] - np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+    first = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE  # only pages that lie wholly inside the tensor
+    last = (offset + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 # --------------------------------------------------------------------- bf16
