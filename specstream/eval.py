@@ -148,6 +148,11 @@ def perplexity(model: Model, ids: TokenIds, cache: Optional[CacheConfig] = None,
     that matters); larger chunks give identical NLLs faster (each token
     still sees exactly what the policy shows it). Timings are medians over
     ``repeats`` runs; NLLs come from the first.
+
+    Ctrl-C stops the evaluation within a chunk and raises
+    ``KeyboardInterrupt`` whose ``partial`` attribute holds what was computed:
+    the result of the runs completed, or else a result over the tokens
+    evaluated so far (``None`` if there are none).
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a specstream Model, got {type(model).__name__}")
@@ -162,24 +167,42 @@ def perplexity(model: Model, ids: TokenIds, cache: Optional[CacheConfig] = None,
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     first = None
-    timings = []
+    timings: list[dict[str, float]] = []
     for _ in range(repeats):
-        nll, visible, events, first_s, rest_s, cache_bytes, _done = model._core.eval_nll(
+        nll, visible, events, first_s, rest_s, cache_bytes, done, interrupted = model._core.eval_nll(
             arr, cache._to_core(len(arr), model.tokenizer), chunk, record_evictions)
-        n_rest = len(arr) - chunk if chunk < len(arr) else 0
-        timings.append({
-            "prefill_s": first_s,
-            "ttft_s": first_s,
-            "tpot_s": rest_s / n_rest if n_rest > 0 else math.nan,
-            "total_s": first_s + rest_s,
-        })
+        if interrupted:
+            if first is None and done >= 1:
+                # nll[t] came with token t: the first `done` are computed
+                first = (nll[:done], visible[:done], events[events[:, 0] < done], cache_bytes)
+                timings = [_timing(first_s, rest_s, done, chunk)]
+            partial = None if first is None else _result(first, timings, cache, chunk)
+            e = KeyboardInterrupt(f"perplexity interrupted after {done} of {len(arr)} tokens"
+                                  f"{'' if partial is None else ' (results so far in .partial)'}")
+            e.partial = partial  # type: ignore[attr-defined]
+            raise e
+        timings.append(_timing(first_s, rest_s, len(arr), chunk))
         if first is None:
             # the last commit already settles the eviction before a token that never comes
             first = (nll, visible, events[events[:, 0] < len(arr)], cache_bytes)
+    return _result(first, timings, cache, chunk)
+
+
+def _timing(first_s: float, rest_s: float, n: int, chunk: int) -> dict[str, float]:
+    n_rest = n - chunk if chunk < n else 0
+    return {
+        "prefill_s": first_s,
+        "ttft_s": first_s,
+        "tpot_s": rest_s / n_rest if n_rest > 0 else math.nan,
+        "total_s": first_s + rest_s,
+    }
+
+
+def _result(first: tuple, timings: list[dict[str, float]], cache: CacheConfig, chunk: int) -> PerplexityResult:
     med = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
     nll, visible, events, cache_bytes = first
     return PerplexityResult(
         nll=nll, visible=visible, evictions=events, cache=cache, ttft_s=med["ttft_s"], tpot_s=med["tpot_s"],
-        prefill_s=med["prefill_s"], total_s=med["total_s"], chunk=chunk, repeats=repeats,
+        prefill_s=med["prefill_s"], total_s=med["total_s"], chunk=chunk, repeats=len(timings),
         cache_bytes=int(cache_bytes), peak_rss_bytes=_peak_rss_bytes(), timings=timings,
     )

@@ -228,7 +228,9 @@ class Model:
         ``draft_cache``, default: the same) bound the KV memory.
         ``measure_speedup`` also runs target-only decoding of the same length
         and reports the ratio in ``stats.speedup``. ``step_tokens`` sets how
-        often control returns to Python (for Ctrl-C) during long generations.
+        many tokens each call into C produces. Ctrl-C stops the call within a
+        token (or a prompt chunk) with ``KeyboardInterrupt``; the model is
+        unharmed (``stream`` keeps the tokens produced so far).
         """
         speculative_given = draft is not None or (speculative is not None and speculative.method == "lookup")
         gen, seed_used = self._generator(prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,

@@ -200,7 +200,8 @@ void ss_state_commit(ss_state *state);
  * same numbers faster), committing after each. nll[i] = -log p(tokens[i+1] |
  * tokens[..i]) for i < n - 1 (natural log); visible[i] (optional) = keys
  * token i attended to. Times: the first chunk, and everything after it.
- * On cancellation, *n_done tokens were processed. */
+ * *cancel (may be NULL) is polled before each chunk; on cancellation,
+ * *n_done tokens were processed and their nll / visible entries are set. */
 ss_status ss_eval_nll(const ss_model *model, ss_state *state, const int32_t *tokens, int64_t n,
                       int chunk, float *nll, int32_t *visible, double *first_s, double *rest_s,
                       int64_t *n_done, const volatile int *cancel, ss_error *err);
@@ -264,7 +265,9 @@ void ss_generator_free(ss_generator *gen);
 /* Produces up to max_tokens new tokens into out; *n_out is how many. Returns
  * fewer only at the end (max_new_tokens or a stop id, which is included).
  * If *cancel becomes non-zero the call returns SS_ERR_CANCELLED with the
- * tokens produced so far in out. */
+ * tokens produced so far in out (it is polled before each token or
+ * speculative round, and between the prompt's chunks). The generator stays
+ * usable: the next call goes on from there, a prompt from its next chunk. */
 ss_status ss_generator_step(ss_generator *gen, int32_t *out, int max_tokens, int *n_out,
                             const volatile int *cancel, ss_error *err);
 int ss_generator_done(const ss_generator *gen);

@@ -7,6 +7,7 @@
 
 #define PY_ARRAY_UNIQUE_SYMBOL SS_ARRAY_API
 #include <numpy/arrayobject.h>
+#include <string.h>
 
 PyObject *ss_py_raise(ss_status status, const ss_error *err) {
     const char *msg = err && err->message[0] ? err->message : "specstream error";
@@ -21,6 +22,74 @@ PyObject *ss_py_raise(ss_status status, const ss_error *err) {
     PyErr_SetString(type, msg);
     return NULL;
 }
+
+/* ------------------------------------------------------------ Ctrl-C */
+
+/* The core polls an int; a signal handler may only write a volatile
+ * sig_atomic_t, which is int on the platforms specstream builds on. */
+_Static_assert(_Generic((sig_atomic_t)0, int: 1, default: 0), "sig_atomic_t must be int");
+static volatile sig_atomic_t sigint_seen;
+static int sigint_armed;                /* with the GIL: no nesting, no second arming */
+static unsigned long main_thread_ident; /* Python runs signal handlers only there */
+static PyObject *getsignal, *default_int_handler;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    sigint_seen = 1;
+}
+
+int ss_sigint_arm(ss_sigint_guard *g, const volatile int **cancel) {
+    g->armed = 0;
+    *cancel = NULL;
+    if (PyErr_CheckSignals() < 0) return -1;
+    if (sigint_armed || PyThread_get_thread_ident() != main_thread_ident) return 0;
+    PyObject *handler = PyObject_CallFunction(getsignal, "i", SIGINT);
+    if (!handler) return -1;
+    const int default_handler = handler == default_int_handler;
+    Py_DECREF(handler);
+    if (!default_handler) return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_ONSTACK; /* as Python installs its own */
+    sigint_seen = 0;
+    if (sigaction(SIGINT, &sa, &g->saved) != 0) return 0; /* then the call is just not interruptible */
+    g->armed = sigint_armed = 1;
+    *cancel = (const volatile int *)&sigint_seen;
+    return 0;
+}
+
+int ss_sigint_disarm(ss_sigint_guard *g) {
+    if (!g->armed) return 0;
+    sigaction(SIGINT, &g->saved, NULL);
+    g->armed = sigint_armed = 0;
+    return sigint_seen != 0;
+}
+
+int ss_sigint_end(ss_sigint_guard *g, ss_status st) {
+    if (!ss_sigint_disarm(g)) return 0;
+    PyErr_SetInterrupt();
+    return st == SS_ERR_CANCELLED ? PyErr_CheckSignals() : 0;
+}
+
+static int sigint_init(void) {
+    PyObject *signal = PyImport_ImportModule("signal"), *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main ? PyObject_GetAttrString(main, "ident") : NULL;
+    if (signal && ident) {
+        main_thread_ident = PyLong_AsUnsignedLong(ident);
+        getsignal = PyObject_GetAttrString(signal, "getsignal");
+        default_int_handler = getsignal ? PyObject_GetAttrString(signal, "default_int_handler") : NULL;
+    }
+    Py_XDECREF(signal);
+    Py_XDECREF(threading);
+    Py_XDECREF(main);
+    Py_XDECREF(ident);
+    return getsignal && default_int_handler && !PyErr_Occurred() ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ functions */
 
 static PyObject *cpu_kernels(PyObject *self, PyObject *args) {
     (void)self; (void)args;
@@ -139,6 +208,7 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
+    if (sigint_init() < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
     if (ss_py_add_model(m) < 0 || ss_py_add_tokenizer(m) < 0 || ss_py_add_kernels(m) < 0) {

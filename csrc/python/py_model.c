@@ -225,10 +225,21 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     float *logits = PyArray_DATA(out);
     if (n < 1) st = SS_ERR_INVALID_ARGUMENT, snprintf(err.message, sizeof err.message, "ids is empty");
     if (chunk < 1) st = SS_ERR_INVALID_ARGUMENT, snprintf(err.message, sizeof err.message, "chunk must be >= 1");
+    ss_sigint_guard sigint;
+    const volatile int *cancel;
+    if (ss_sigint_arm(&sigint, &cancel) < 0) {
+        Py_DECREF(out); Py_DECREF(ids); Py_XDECREF(structural);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     ss_state *state = NULL;
     if (st == SS_OK) st = ss_state_create(self->model, &cache, chunk, &state, &err);
     for (npy_intp i = 0; i < n && st == SS_OK; i += chunk) {
+        if (cancel && *cancel) {
+            st = SS_ERR_CANCELLED;
+            snprintf(err.message, sizeof err.message, "forward cancelled after %lld tokens", (long long)i);
+            break;
+        }
         const int c = (int)(n - i < chunk ? n - i : chunk);
         st = ss_forward(self->model, state, tok + i, c, logits + (size_t)i * V, c, &err);
         ss_state_commit(state);
@@ -237,6 +248,10 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
     Py_XDECREF(structural);
+    if (ss_sigint_end(&sigint, st) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
     if (st != SS_OK) {
         Py_DECREF(out);
         return ss_py_raise(st, &err);
@@ -245,7 +260,10 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
 }
 
 /* eval_nll(ids, cache, chunk, record_evictions) ->
- *   (nll float32[n-1], visible int32[n], events int64[m, 3], first_s, rest_s, cache_bytes, n_done, cancelled) */
+ *   (nll float32[n-1], visible int32[n], events int64[m, 3], first_s, rest_s, cache_bytes, n_done, interrupted)
+ * Interrupted by Ctrl-C, it returns what it computed -- the first n_done
+ * tokens -- with interrupted = True, and leaves raising KeyboardInterrupt
+ * to the caller, which keeps those results (specstream/eval.py). */
 static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     PyObject *ids_obj, *cache_t;
     int chunk, record;
@@ -273,17 +291,29 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     double first_s = 0, rest_s = 0;
     int64_t done = 0;
     size_t cache_bytes = 0;
+    ss_sigint_guard sigint;
+    const volatile int *cancel;
+    if (ss_sigint_arm(&sigint, &cancel) < 0) {
+        Py_DECREF(nll); Py_DECREF(vis); Py_DECREF(ids); Py_XDECREF(structural);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     st = ss_state_create(self->model, &cache, chunk < 1 ? 1 : chunk, &state, &err);
     if (st == SS_OK) {
         ss_state_record_evictions(state, record);
         cache_bytes = ss_state_cache_bytes(state);
         st = ss_eval_nll(self->model, state, PyArray_DATA(ids), n, chunk, PyArray_DATA(nll), PyArray_DATA(vis),
-                         &first_s, &rest_s, &done, NULL, &err);
+                         &first_s, &rest_s, &done, cancel, &err);
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
     Py_XDECREF(structural);
+    const int interrupted = st == SS_ERR_CANCELLED;
+    /* Not ss_sigint_end: when the evaluation was cut short the caller raises
+     * KeyboardInterrupt with the partial results; a SIGINT that came after
+     * the last token goes to Python as usual. */
+    if (ss_sigint_disarm(&sigint) && !interrupted) PyErr_SetInterrupt();
+    if (interrupted) st = SS_OK;
     PyArrayObject *events = NULL;
     if (st == SS_OK) {
         size_t count = 0;
@@ -304,7 +334,8 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
         Py_DECREF(nll); Py_DECREF(vis);
         return st != SS_OK ? ss_py_raise(st, &err) : NULL;
     }
-    return Py_BuildValue("(NNNddnL)", nll, vis, events, first_s, rest_s, (Py_ssize_t)cache_bytes, (long long)done);
+    return Py_BuildValue("(NNNddnLO)", nll, vis, events, first_s, rest_s, (Py_ssize_t)cache_bytes, (long long)done,
+                         interrupted ? Py_True : Py_False);
 }
 
 /* to_device(device): 0 = CPU, 1 = CUDA GPU (uploads the weights). */
@@ -493,9 +524,16 @@ static PyObject *Generator_step(GeneratorObject *self, PyObject *arg) {
     ss_error err = {{0}};
     ss_status st;
     int got = 0;
+    ss_sigint_guard sigint;
+    const volatile int *cancel;
+    if (ss_sigint_arm(&sigint, &cancel) < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
-    st = ss_generator_step(self->gen, PyArray_DATA(out), (int)n, &got, NULL, &err);
+    st = ss_generator_step(self->gen, PyArray_DATA(out), (int)n, &got, cancel, &err);
     Py_END_ALLOW_THREADS
+    /* A cancelled step drops the tokens it had produced (none for a step of
+     * one token, which is what TokenStream takes); the generator goes on
+     * after them. */
+    if (ss_sigint_end(&sigint, st) < 0) goto done;
     if (st != SS_OK) {
         ss_py_raise(st, &err);
         goto done;

@@ -44,7 +44,7 @@ struct ss_generator {
     /* tokens produced but not yet handed out */
     int32_t *outbox;
     int n_outbox, outbox_head;
-    int started, done;
+    int started, prefilled, done;
     float *logits;        /* [k_cap + 1][target vocab_rows]                 */
     float *draft_logits;  /* [draft vocab_rows]                             */
     float *p, *q;         /* [k_cap + 1][vocab] target / [k_cap][vocab] draft */
@@ -238,11 +238,14 @@ static int32_t choose(ss_generator *g, const float *logits, float *probs) {
 }
 
 /* Runs `tokens` through a state in chunks of its largest batch, committing
- * after each; logits of the last token into `logits` when non-NULL. */
+ * after each; logits of the last token into `logits` when non-NULL. Goes on
+ * from the state's length, so a prefix cancelled between chunks resumes
+ * where it stopped. */
 static ss_status run_prefix(const ss_model *m, ss_state *s, const int32_t *tokens, int64_t n,
-                            float *logits, ss_error *err) {
+                            float *logits, const volatile int *cancel, ss_error *err) {
     const int batch = ss_state_max_batch(s);
-    for (int64_t i = 0; i < n; i += batch) {
+    for (int64_t i = ss_state_length(s); i < n; i += batch) {
+        if (cancel && *cancel) return ss_fail(err, SS_ERR_CANCELLED, "generation cancelled during the prompt");
         const int chunk = (int)ss_min64(batch, n - i);
         const int last = i + chunk == n;
         ss_status st = ss_forward(m, s, tokens + i, chunk, last ? logits : NULL, last && logits ? 1 : 0, err);
@@ -252,15 +255,19 @@ static ss_status run_prefix(const ss_model *m, ss_state *s, const int32_t *token
     return SS_OK;
 }
 
-static ss_status prefill(ss_generator *g, ss_error *err) {
+/* The prompt through both models, then the first token. A cancelled
+ * prefill keeps what it committed; the next call finishes it (the target's
+ * logits stay in g->logits meanwhile: nothing else writes them). */
+static ss_status prefill(ss_generator *g, const volatile int *cancel, ss_error *err) {
     const double t0 = ss_now();
-    ss_status st = run_prefix(g->target, g->ts, g->tokens, g->n_prompt, g->logits, err);
+    ss_status st = run_prefix(g->target, g->ts, g->tokens, g->n_prompt, g->logits, cancel, err);
     if (st == SS_OK && g->ds) {
-        st = run_prefix(g->draft, g->ds, g->tokens, g->n_prompt, NULL, err);
-        g->draft_len = g->n_prompt;
+        st = run_prefix(g->draft, g->ds, g->tokens, g->n_prompt, NULL, cancel, err);
+        if (st == SS_OK) g->draft_len = g->n_prompt;
     }
+    g->stats.prefill_s += ss_now() - t0;
     if (st != SS_OK) return st;
-    g->stats.prefill_s = ss_now() - t0;
+    g->prefilled = 1;
     return emit(g, choose(g, g->logits, g->p), err);
 }
 
@@ -416,16 +423,20 @@ ss_status ss_generator_step(ss_generator *g, int32_t *out, int max_tokens, int *
         }
         g->outbox_head = g->n_outbox = 0;
         if (g->done) break;
-        if (cancel && *cancel) return ss_fail(err, SS_ERR_CANCELLED, "generation cancelled");
-        if (!g->started) {
+        if (cancel && *cancel) {
+            st = ss_fail(err, SS_ERR_CANCELLED, "generation cancelled");
+            break;
+        }
+        if (!g->prefilled) {
+            if (!g->started) g->t_start = ss_now();
             g->started = 1;
-            g->t_start = ss_now();
-            st = prefill(g, err);
+            st = prefill(g, cancel, err);
         } else if (g->spec.kind == SS_DRAFT_NONE) {
             st = plain_step(g, err);
         } else {
             st = speculative_step(g, err);
         }
+        if (st == SS_ERR_CANCELLED) break; /* between chunks: the next call goes on */
         if (st != SS_OK) {
             g->done = 1;
             return st;
@@ -436,7 +447,7 @@ ss_status ss_generator_step(ss_generator *g, int32_t *out, int max_tokens, int *
         g->stats.ttft_s = g->t_first - g->t_start;
         g->stats.decode_s = ss_now() - g->t_first;
     }
-    return SS_OK;
+    return st;
 }
 
 int ss_generator_done(const ss_generator *g) { return g->done && g->outbox_head >= g->n_outbox; }
