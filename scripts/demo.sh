@@ -10,4 +10,5 @@ if ! command -v gcc >/dev/null 2>&1; then
 fi
 "$PY" -m pip install -q --disable-pip-version-check -e .
 exec "$PY" -m specstream generate --policy streaming --n-sink 4 --window 252 --k 4 \
-    --prompt "It was a bright cold day in April, and" --max-new-tokens 128 --measure-speedup "$@"
+    --prompt "It was a bright cold day in April, and" --max-new-tokens 128 --temperature 0.8 --top-p 0.95 \
+    --seed 0 --measure-speedup "$@"
