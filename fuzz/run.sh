@@ -51,16 +51,21 @@ need_atheris() {
 }
 
 CC_FUZZ=${CLANG:-}
+links_libfuzzer() {  # Debian ships clang's libFuzzer in a package of its own (libclang-rt-*-dev)
+    printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' |
+        "$1" -x c -fsanitize=fuzzer,address,undefined - -o "$WORK/.libfuzzer-probe" >/dev/null 2>&1
+}
 need_clang() {
     [ -n "$CC_FUZZ" ] && return 0
+    local c
     for c in clang-14 clang clang-15 clang-16 clang-17 clang-18; do
-        if command -v "$c" >/dev/null 2>&1; then CC_FUZZ=$c; return 0; fi
+        if command -v "$c" >/dev/null 2>&1 && links_libfuzzer "$c"; then CC_FUZZ=$c; return 0; fi
     done
-    echo "fuzz: installing clang (libFuzzer)" >&2
+    echo "fuzz: installing clang and libFuzzer" >&2
     if command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq >&2 && apt-get install -y -qq clang >&2
+        apt-get update -qq >&2 && apt-get install -y -qq clang libclang-rt-dev >&2
     fi
-    command -v clang >/dev/null 2>&1 || { echo "fuzz: no clang: cannot build the C targets" >&2; exit 1; }
+    links_libfuzzer clang || { echo "fuzz: no clang that links libFuzzer: cannot build the C targets" >&2; exit 1; }
     CC_FUZZ=clang
 }
 
