@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--caches", default="256,512,1024,2048")
     ap.add_argument("--stream", type=int, default=4, help="stream length in multiples of the largest cache")
     ap.add_argument("--recompute-tokens", type=int, default=3)
+    ap.add_argument("--overhead-tokens", type=int, default=None,
+                    help="stream length of the R=1 vs R=64 comparison (default: 3x the largest cache)")
     ap.add_argument("--out", default="cache_cpu.json")
     args = ap.parse_args()
     model = specstream.load(random_model(args.shape, "f32"), dtype="f32")
@@ -76,7 +78,7 @@ def main() -> None:
               f"{row['streaming_tpot_ms']:.2f} ms/token -> streaming {row['speedup']:.1f}x faster")
 
     size = max(caches)
-    ids = np.random.default_rng(2).integers(0, 50000, size=3 * size).astype(np.int32)
+    ids = np.random.default_rng(2).integers(0, 50000, size=args.overhead_tokens or 3 * size).astype(np.int32)
     results = {1: [], 64: []}
     for _ in range(3):  # interleaved so drift hits both alike
         for r in (1, 64):
