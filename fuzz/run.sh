@@ -23,7 +23,8 @@
 # crashes are written to $SPECSTREAM_FUZZ_WORK/TARGET/artifacts/ and listed
 # at the end. Environment: PYTHON (default python3), CLANG (default clang-14
 # or clang), SPECSTREAM_FUZZ_STRICT=1 (Python targets: only each parser's own
-# documented exception class counts as a clean rejection).
+# documented exception class counts as a clean rejection), SPECSTREAM_FUZZ_SEED=N
+# (libFuzzer's -seed: the same mutations on every run; CI sets it).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
@@ -122,6 +123,8 @@ for t in $TARGETS; do
     mkdir -p "$dir/corpus" "$dir/artifacts"
     flags=(-max_total_time="$SECS" -timeout=20 -rss_limit_mb=3072 -artifact_prefix="$dir/artifacts/"
            -print_final_stats=1)
+    # A fixed seed makes a CI run repeat the same mutations (up to how far it gets in SECS).
+    if [ -n "${SPECSTREAM_FUZZ_SEED:-}" ]; then flags+=(-seed="$SPECSTREAM_FUZZ_SEED"); fi
     case $t in safetensors|load|config|tokenizer_json) flags+=(-dict="$HERE/json.dict") ;; esac
     case $t in load|tokenizer_json) flags+=(-max_len=65536) ;; tokenizer_config) flags+=(-max_len=2048 -len_control=0) ;; esac
     if [[ " $PY_TARGETS " == *" $t "* ]]; then
