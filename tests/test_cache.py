@@ -58,6 +58,18 @@ def test_recompute_matches_reference(models, refs, window):
     assert rel_err(got, refs["parallel"].recompute_logits(ids, window)) < TOL
 
 
+def test_recompute_generation_follows_the_reference(models, refs):
+    """Generation re-encodes a window only for tokens whose logits it reads
+    (the last prompt token, then each new one); the tokens are still the
+    greedy chain of the reference's recompute logits."""
+    prompt = token_ids(30, 1000, seed=16)
+    out = models["parallel"].generate(prompt, max_new_tokens=6, cache=CacheConfig(policy="recompute", window=8)).tokens
+    ids = list(prompt)
+    for _ in range(6):
+        ids.append(int(np.argmax(refs["parallel"].recompute_logits(np.array(ids), 8)[-1])))
+    np.testing.assert_array_equal(out, ids[len(prompt):])
+
+
 def test_full_policy_equals_plain_decoding(models):
     ids = token_ids(45, 1000, seed=15)
     m = models["parallel"]

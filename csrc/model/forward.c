@@ -259,8 +259,11 @@ ss_status ss_cpu_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens
     return SS_OK;
 }
 
-/* Sliding window with re-computation: every token re-encodes the `window`
- * tokens ending at it, at positions 0..window-1, in a fresh cache. */
+/* Sliding window with re-computation: every token whose logits are wanted
+ * re-encodes the `window` tokens ending at it, at positions 0..window-1, in
+ * a fresh cache. Nothing carries over from one token to the next but the
+ * token history, so a prompt token whose logits nobody reads is only
+ * recorded: a W-token prompt costs one window, not W of them. */
 static ss_status forward_recompute(const ss_model *m, ss_state *s, const int32_t *tokens, int n,
                                    float *logits, int n_out, ss_error *err) {
     const int64_t W = s->cache.cfg.window, V = m->cfg.vocab_rows;
@@ -269,6 +272,7 @@ static ss_status forward_recompute(const ss_model *m, ss_state *s, const int32_t
     for (int i = 0; i < n && st == SS_OK; i++) {
         const int64_t t = s->length + i;
         s->history[t % s->history_cap] = tokens[i];
+        if (!logits || i < n - n_out) continue;
         const int64_t start = ss_max64(0, t - W + 1), len = t - start + 1;
         for (int64_t j = 0; j < len; j++) window[j] = s->history[(start + j) % s->history_cap];
         ss_cache_reset(&s->cache);
@@ -277,9 +281,8 @@ static ss_status forward_recompute(const ss_model *m, ss_state *s, const int32_t
         for (int64_t j = 0; j < len && st == SS_OK; j += s->batch) {
             const int chunk = (int)ss_min64(s->batch, len - j);
             const int last_chunk = j + chunk == len;
-            const int want = last_chunk && logits && i >= n - n_out;
-            st = forward_tokens(m, s, window + j, chunk, j, want ? logits + (size_t)(i - (n - n_out)) * V : NULL,
-                                want ? 1 : 0, err);
+            st = forward_tokens(m, s, window + j, chunk, j,
+                                last_chunk ? logits + (size_t)(i - (n - n_out)) * V : NULL, last_chunk, err);
         }
         s->committed = saved_committed;
     }
