@@ -4,6 +4,7 @@ independent NumPy reference."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def models(model_dirs: dict[str, Path]) -> dict[str, specstream.Model]:
 @pytest.fixture(scope="session")
 def refs(model_dirs: dict[str, Path]) -> dict[str, RefModel]:
     return {name: RefModel.from_dir(path) for name, path in model_dirs.items()}
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st_
 
 from specstream import safetensors as st
 from specstream.safetensors import SafetensorsError
+from conftest import rss_bytes
 
 
 def write_raw(path: Path, header: Any, data: bytes = b"", length: int | None = None) -> Path:
@@ -74,19 +75,14 @@ def test_loaded_arrays_are_zero_copy_views(tmp_path: Path) -> None:
         w[0, 0] = 2.0
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
 def test_release_pages_drops_rss_and_keeps_the_data(tmp_path: Path) -> None:
     path = tmp_path / "x.safetensors"
     st.save({"small": np.arange(10, dtype=np.float32), "big": np.full((2048, 1024), 0.5, np.float32)}, path)
     t = st.load(path)
     assert float(t["big"].sum()) == 2048 * 1024 * 0.5  # touches all 8 MiB
-    before = _rss_kib()
+    before = rss_bytes()
     st.release_pages(t["big"])
-    assert before - _rss_kib() >= 6 * 1024
+    assert before - rss_bytes() >= 6 * 2**20
     assert float(t["big"].sum()) == 2048 * 1024 * 0.5  # faults back in, same bytes
     np.testing.assert_array_equal(t["small"], np.arange(10))
     st.release_pages(np.ones(5000))  # not a map: nothing happens

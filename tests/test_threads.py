@@ -14,7 +14,6 @@ The contract:
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import pytest
 
 import specstream
 from specstream import CacheConfig, SpeculativeConfig
+from conftest import rss_bytes
 
 N_THREADS = 4
 SMALL_TOKENIZER = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "tokenizer_json" / "small_bpe.json"
@@ -205,11 +205,6 @@ def test_gil_released_during_generate(models):
     assert rate > 1e4, f"the other thread made only {rate:.0f} increments/s during generate: GIL held?"
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
 def test_short_lived_threads_do_not_leak(models):
     """A server that runs each request on a new thread must not grow."""
@@ -224,10 +219,10 @@ def test_short_lived_threads_do_not_leak(models):
 
     run_threads(20)  # warm-up: allocator arenas, OpenMP pools
     gc.collect()
-    before = _rss_bytes()
+    before = rss_bytes()
     run_threads(60)
     gc.collect()
-    grown = _rss_bytes() - before
+    grown = rss_bytes() - before
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 60 short-lived threads"
 
 
