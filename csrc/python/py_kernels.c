@@ -23,19 +23,39 @@ static int kernel_dtype(const char *name, ss_dtype *out) {
     return 0;
 }
 
+/* A level name (None: the level in use) -> level, which this CPU must have. */
+static int kernel_level(const char *name, int *out) {
+    if (!name) {
+        *out = ss_simd_level();
+        return 0;
+    }
+    for (int level = 0; ss_level_name(level); level++) {
+        if (strcmp(name, ss_level_name(level)) != 0) continue;
+        if (level > ss_cpu_level()) {
+            PyErr_Format(PyExc_ValueError, "this CPU cannot run the '%s' kernels (its best level is '%s')", name,
+                         ss_level_name(ss_cpu_level()));
+            return -1;
+        }
+        *out = level;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "unknown kernel level '%s'", name);
+    return -1;
+}
+
 /* matmul(x [n,k] f32, w (any contiguous array of the stored bytes), wtype, m,
- *        bias=None, epilogue=0, out=None) -> out [n,m] f32 */
+ *        bias=None, epilogue=0, out=None, level=None) -> out [n,m] f32 */
 static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"x", "w", "wtype", "m", "bias", "epilogue", "out", NULL};
+    static char *kwlist[] = {"x", "w", "wtype", "m", "bias", "epilogue", "out", "level", NULL};
     PyObject *x_obj, *w_obj, *bias_obj = Py_None, *out_obj = Py_None;
-    const char *wname;
-    int m, epi = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOsi|OiO", kwlist, &x_obj, &w_obj, &wname, &m, &bias_obj, &epi,
-                                     &out_obj))
+    const char *wname, *level_name = NULL;
+    int m, epi = 0, level;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOsi|OiOz", kwlist, &x_obj, &w_obj, &wname, &m, &bias_obj, &epi,
+                                     &out_obj, &level_name))
         return NULL;
     ss_dtype wt;
-    if (kernel_dtype(wname, &wt) < 0) return NULL;
+    if (kernel_dtype(wname, &wt) < 0 || kernel_level(level_name, &level) < 0) return NULL;
     if (epi < SS_EPI_NONE || epi > SS_EPI_ADD) return PyErr_Format(PyExc_ValueError, "bad epilogue %d", epi);
     PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(x_obj, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
     if (!x) return NULL;
@@ -85,7 +105,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
         const float *xp = PyArray_DATA(x), *bp = bias ? PyArray_DATA(bias) : NULL;
         const void *wp = PyArray_DATA(w);
         Py_BEGIN_ALLOW_THREADS
-        ss_matmul_ex(o, xp, n, k, wp, wt, m, bp, (ss_epilogue)epi);
+        ss_matmul_at(level, o, xp, n, k, wp, wt, m, bp, (ss_epilogue)epi);
         Py_END_ALLOW_THREADS
     }
     result = (PyObject *)out;
@@ -148,12 +168,24 @@ static PyObject *py_peak_gflops(PyObject *self, PyObject *args) {
 
 static PyObject *py_matmul_path(PyObject *self, PyObject *args) {
     (void)self;
-    const char *name;
-    int n;
-    if (!PyArg_ParseTuple(args, "si", &name, &n)) return NULL;
+    const char *name, *level_name = NULL;
+    int n, level;
+    if (!PyArg_ParseTuple(args, "si|z", &name, &n, &level_name)) return NULL;
     ss_dtype wt;
-    if (kernel_dtype(name, &wt) < 0) return NULL;
-    return PyUnicode_FromString(ss_matmul_path(wt, n));
+    if (kernel_dtype(name, &wt) < 0 || kernel_level(level_name, &level) < 0) return NULL;
+    return PyUnicode_FromString(ss_matmul_path_at(level, wt, n));
+}
+
+/* Names of the levels this CPU can run, lowest first. */
+static PyObject *py_simd_levels(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    PyObject *out = PyList_New(0);
+    for (int level = 0; out && level <= ss_cpu_level(); level++) {
+        PyObject *name = PyUnicode_FromString(ss_level_name(level));
+        if (!name || PyList_Append(out, name) < 0) Py_CLEAR(out);
+        Py_XDECREF(name);
+    }
+    return out;
 }
 
 static PyObject *py_simd_level(PyObject *self, PyObject *args) {
@@ -163,11 +195,13 @@ static PyObject *py_simd_level(PyObject *self, PyObject *args) {
 
 static PyMethodDef kernel_methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
-     "matmul(x, w, wtype, m, bias=None, epilogue=0, out=None) -> x @ w.T (+ bias, epilogue)"},
+     "matmul(x, w, wtype, m, bias=None, epilogue=0, out=None, level=None) -> x @ w.T (+ bias, epilogue)"},
     {"quantize_i8", py_quantize_i8, METH_O, "quantize_i8(w f32 [m,k]) -> uint8 array in the SS_I8 layout"},
     {"i8_scale_offset", py_i8_scale_offset, METH_VARARGS, "i8_scale_offset(m, k) -> byte offset of the scales"},
     {"peak_gflops", py_peak_gflops, METH_VARARGS, "peak_gflops(seconds, repeats) -> f32 FMA GFLOP/s (best run)"},
-    {"matmul_path", py_matmul_path, METH_VARARGS, "matmul_path(wtype, n) -> kernels used for that batch size"},
+    {"matmul_path", py_matmul_path, METH_VARARGS,
+     "matmul_path(wtype, n, level=None) -> kernels used for that batch size"},
+    {"simd_levels", py_simd_levels, METH_NOARGS, "names of the kernel levels this CPU can run, lowest first"},
     {"simd_level", py_simd_level, METH_NOARGS, "0 scalar, 1 avx2, 2 avx512bf16 (after SPECSTREAM_KERNELS)"},
     {NULL, NULL, 0, NULL},
 };

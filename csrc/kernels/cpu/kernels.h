@@ -34,6 +34,21 @@ void ss_convert_to_f32(float *dst, const void *src, ss_dtype dtype, size_t n);
 void ss_convert_from_f32(void *dst, const float *src, ss_dtype dtype, size_t n);
 
 /* out[i][j] = sum_c x[i][c] * w[j][c] + bias[j] for i < n, j < m.
+ *
+ * Arithmetic per SIMD level (simd.h); the tests derive their tolerances from
+ * it (tests/kernel_arithmetic.py models each level in NumPy):
+ *  - scalar, avx2 (gemv and gemm paths), any weight dtype: weights are
+ *    converted exactly to f32 (int8: the integer; its row scale multiplies
+ *    the finished sum), activations are f32, every product and sum is an f32
+ *    FMA or add. Each output is a sum of k products plus the bias and scale,
+ *    so |error| <= (k + 8) u sum_c |x_c w_c|, u = 2^-24.
+ *  - avx512bf16, bf16 weights, batches below SS_GEMM_MIN_TOKENS: each
+ *    activation is split as x = hi + lo, both bf16 rounded to nearest even,
+ *    and VDPBF16PS forms the products with hi and with lo (exact in f32) and
+ *    sums them in f32. What the split drops, x - hi - lo, is at most
+ *    2^-16 |x| (two roundings to 8 significant bits), so |error| <=
+ *    (2^-16 + (k + 8) u) sum_c |x_c w_c| (subnormals flush to zero).
+ *
  * w is row-major [m][k] in dtype wt (a PyTorch Linear weight); bias may be
  * NULL. Threads split the m output rows and every output is computed by one
  * thread, so results do not depend on the thread count. Each weight row is
@@ -57,6 +72,11 @@ typedef enum {
 void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                   const float *bias, ss_epilogue epi);
 
+/* ss_matmul_ex at a given SIMD level (simd.h), capped at what the CPU has:
+ * tests run every level the machine offers in one process. */
+void ss_matmul_at(int level, float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
+                  const float *bias, ss_epilogue epi);
+
 /* Batches from this many tokens on take the GEMM path. */
 #define SS_GEMM_MIN_TOKENS 12
 
@@ -68,6 +88,7 @@ void ss_gemm_avx2(float *out, const float *x, int n, int k, const void *w, ss_dt
  * "gemv-avx2", "gemm-avx2", "gemv-avx512bf16", "scalar" (for tests and
  * benchmark reports). */
 const char *ss_matmul_path(ss_dtype dtype, int n);
+const char *ss_matmul_path_at(int level, ss_dtype dtype, int n);
 
 /* One GELU value, exactly as ss_gelu computes it. */
 float ss_gelu_one(float v, int tanh_approx);

@@ -29,10 +29,10 @@ enum { ROWS = 4, TOKEN_CHUNK = 32 };
 
 /* ------------------------------------------------------- dispatch level */
 
-static int simd_level = -1;
+static int cpu_level = -1, simd_level = -1;
 
-int ss_simd_level(void) {
-    int level = __atomic_load_n(&simd_level, __ATOMIC_RELAXED);
+int ss_cpu_level(void) {
+    int level = __atomic_load_n(&cpu_level, __ATOMIC_RELAXED);
     if (level >= 0) return level;
     level = SS_SIMD_SCALAR;
 #if SS_X86
@@ -44,11 +44,24 @@ int ss_simd_level(void) {
             level = SS_SIMD_AVX512BF16;
     }
 #endif
+    __atomic_store_n(&cpu_level, level, __ATOMIC_RELAXED);
+    return level;
+}
+
+int ss_simd_level(void) {
+    int level = __atomic_load_n(&simd_level, __ATOMIC_RELAXED);
+    if (level >= 0) return level;
+    level = ss_cpu_level();
     const char *cap = getenv("SPECSTREAM_KERNELS");
     if (cap && !strcmp(cap, "scalar")) level = SS_SIMD_SCALAR;
     else if (cap && !strcmp(cap, "avx2") && level > SS_SIMD_AVX2) level = SS_SIMD_AVX2;
     __atomic_store_n(&simd_level, level, __ATOMIC_RELAXED);
     return level;
+}
+
+const char *ss_level_name(int level) {
+    static const char *const names[] = {"scalar", "avx2", "avx512bf16"};
+    return level >= 0 && level <= SS_SIMD_AVX512BF16 ? names[level] : NULL;
 }
 
 static size_t i8_scale_offset(int64_t rows, int64_t cols) {
@@ -377,23 +390,26 @@ static int gemv_avx512bf16(float *out, const float *x, int n, int k, const void 
 
 const char *ss_kernel_variant(void) { return ss_have_avx2() ? "avx2+fma+f16c" : "scalar"; }
 
-const char *ss_matmul_path(ss_dtype dtype, int n) {
-    if (!ss_have_avx2()) return "scalar";
+const char *ss_matmul_path_at(int level, ss_dtype dtype, int n) {
+    if (level < SS_SIMD_AVX2) return "scalar";
     if (n >= SS_GEMM_MIN_TOKENS) return "gemm-avx2";
-    if (dtype == SS_BF16 && ss_have_avx512bf16()) return "gemv-avx512bf16";
+    if (dtype == SS_BF16 && level >= SS_SIMD_AVX512BF16) return "gemv-avx512bf16";
     return "gemv-avx2";
 }
 
-void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
+const char *ss_matmul_path(ss_dtype dtype, int n) { return ss_matmul_path_at(ss_simd_level(), dtype, n); }
+
+void ss_matmul_at(int level, float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                   const float *bias, ss_epilogue epi) {
     const float *scale = wt == SS_I8 ? ss_i8_scales(w, m, k) : NULL;
+    if (level > ss_cpu_level()) level = ss_cpu_level();
 #if SS_X86
-    if (ss_have_avx2()) {
+    if (level >= SS_SIMD_AVX2) {
         if (n >= SS_GEMM_MIN_TOKENS) {
             ss_gemm_avx2(out, x, n, k, w, wt, m, bias, epi);
             return;
         }
-        if (wt == SS_BF16 && ss_have_avx512bf16() && gemv_avx512bf16(out, x, n, k, w, m, bias, epi)) return;
+        if (wt == SS_BF16 && level >= SS_SIMD_AVX512BF16 && gemv_avx512bf16(out, x, n, k, w, m, bias, epi)) return;
         const block4_fn block = wt == SS_F32   ? block4_f32
                                 : wt == SS_F16 ? block4_f16
                                 : wt == SS_I8  ? block4_i8
@@ -423,6 +439,11 @@ void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dt
     const int par = (size_t)m * (size_t)k * (size_t)n >= PARALLEL_MIN_MACS;
 #pragma omp parallel for schedule(static) if (par)
     for (int j = 0; j < m; j++) rows_scalar(out, x, n, k, w, wt, scale, m, bias, epi, j, j + 1);
+}
+
+void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
+                  const float *bias, ss_epilogue epi) {
+    ss_matmul_at(ss_simd_level(), out, x, n, k, w, wt, m, bias, epi);
 }
 
 void ss_matmul(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,

@@ -16,8 +16,14 @@ enum {
     SS_SIMD_AVX512BF16 = 2  /* + AVX-512 F/BW/VL and BF16 dot products        */
 };
 
-/* The level in use (cached after the first call). */
+/* The level in use (cached after the first call): the best the CPU has,
+ * capped by SPECSTREAM_KERNELS. */
 int ss_simd_level(void);
+/* The best level this CPU can execute, whatever SPECSTREAM_KERNELS says
+ * (tests run every level up to it). */
+int ss_cpu_level(void);
+/* "scalar", "avx2", "avx512bf16"; NULL for an unknown level. */
+const char *ss_level_name(int level);
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SS_X86 1
