@@ -119,10 +119,10 @@ def hot(models: dict[str, specstream.Model], i: int) -> None:
     s.stats
     del s
     # error paths in the binding, ss_forward, ss_generator_step, ss_eval_nll
-    expect(IndexError, t._core.forward, np.array([1, 500], np.int32), CacheConfig()._to_core(2), 2)
+    expect(IndexError, t._core.forward, np.array([1, 500], np.int32), CacheConfig()._core_values(), 2)
     expect(ValueError, t.generate, x, max_new_tokens=40, cache=CacheConfig(capacity=30))
     expect(ValueError, t.forward, x, cache=CacheConfig(capacity=10))
-    expect(ValueError, t._core.eval_nll, x[:1], CacheConfig()._to_core(1), 1, True)
+    expect(ValueError, t._core.eval_nll, x[:1], CacheConfig()._core_values(), 1, True)
 
 
 def threaded(models: dict[str, specstream.Model], i: int) -> None:

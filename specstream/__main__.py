@@ -26,13 +26,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from . import _contract
 from .generation import CacheConfig, SpeculativeConfig
 
 DEMO_DIR = Path.home() / ".cache" / "specstream" / "demo"
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str) -> None:
-    """One flag per dataclass field; unset flags keep the dataclass default."""
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str, kind: str) -> None:
+    """One flag per dataclass field, documented and limited by the core's
+    schema of that kind; unset flags keep the dataclass default."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -41,17 +43,18 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args else hint
         dest = prefix.replace("-", "_") + f.name
+        core = _contract.field(kind, f.name)
+        doc = f"{core['doc']} (default: {f.default})"
         if base is bool:
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {f.default})")
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=doc)
+        elif core["choices"]:
+            group.add_argument(flag, dest=dest, choices=core["choices"], default=None, help=doc)
         elif float in args and str in args:
-            group.add_argument(flag, dest=dest, type=_float_or_word, default=None,
-                               help=f"a number or a keyword (default: {f.default})")
+            group.add_argument(flag, dest=dest, type=_float_or_word, default=None, help=f"a number or a keyword: {doc}")
         elif base is tuple:
-            group.add_argument(flag, dest=dest, type=_int_tuple, default=None,
-                               help=f"comma-separated ints (default: {f.default or 'none'})")
+            group.add_argument(flag, dest=dest, type=_int_tuple, default=None, help=f"comma-separated ints: {doc}")
         else:
-            group.add_argument(flag, dest=dest, type=base, default=None, help=f"(default: {f.default})")
+            group.add_argument(flag, dest=dest, type=base, default=None, help=doc)
 
 
 def _float_or_word(text: str) -> Any:
@@ -234,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="f32", help="weight storage: f32, bf16 or f16")
     g.add_argument("--measure-speedup", action="store_true", help="also time target-only decoding")
     g.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_dataclass_flags(g, CacheConfig, "", "cache (CacheConfig fields)")
-    _add_dataclass_flags(g, SpeculativeConfig, "", "speculative decoding (SpeculativeConfig fields)")
+    _add_dataclass_flags(g, CacheConfig, "", "cache (CacheConfig fields)", "cache")
+    _add_dataclass_flags(g, SpeculativeConfig, "", "speculative decoding (SpeculativeConfig fields)", "speculative")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("eval-ppl", help="perplexity of a text streamed through a cache policy")
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--repeats", type=int, default=2, help="runs; timings are medians")
     e.add_argument("--dtype", default="f32")
     e.add_argument("--out", default=None, help="directory for ppl.json and nll.png")
-    _add_dataclass_flags(e, CacheConfig, "", "cache (CacheConfig fields)")
+    _add_dataclass_flags(e, CacheConfig, "", "cache (CacheConfig fields)", "cache")
     e.set_defaults(func=cmd_eval_ppl)
 
     c = sub.add_parser("create-random", help="write a random Pythia-shaped model directory")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from . import _contract, _core
+
 __all__ = ["ModelConfig", "HF_NAMES", "EXACT_GELU", "TANH_GELUS", "field_for_key"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -71,16 +73,14 @@ _DEFAULTS: dict[str, Any] = {
 
 # Upper bounds of the sizes, checked before anything is built from them (a
 # config.json is untrusted: 10**6 layers would otherwise make load() list
-# 12 million tensor names before the core refuses them). n_layer is the
-# core's own limit; the widths keep every product the core forms in C int
-# arithmetic (3 * d_model rows of query_key_value, ...) far from overflow,
-# at ~1000x the largest Pythia (d_model 5120, d_ff 20480, vocab 50688).
+# 12 million tensor names before the core refuses them). The limits are the
+# core's (its model field list): they keep every product it forms in C int
+# arithmetic (3 * d_model rows of query_key_value, ...) far from overflow, at
+# ~1000x the largest Pythia (d_model 5120, d_ff 20480, vocab 50688).
 MAX_SIZES: dict[str, int] = {
-    "n_layer": 4096,
-    "d_model": 1 << 22,
-    "n_head": 1 << 22,
-    "d_ff": 1 << 24,
-    "vocab_size": 1 << 24,
+    **{ours: int(_contract.field("model", core)["max"])
+       for ours, core in (("n_layer", "n_layer"), ("d_model", "d_model"), ("n_head", "n_head"), ("d_ff", "d_ff"),
+                          ("vocab_size", "vocab_rows"))},
     "max_position_embeddings": (1 << 31) - 1,
 }
 # The core computes LayerNorm in float32: an epsilon that is 0 or infinite
@@ -225,28 +225,27 @@ class ModelConfig:
         return self.hidden_act in TANH_GELUS
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every weight of the checkpoint, by its Hugging Face name, in HF order."""
-        d, f, v = self.d_model, self.d_ff, self.vocab_size
-        shapes: dict[str, tuple[int, ...]] = {"gpt_neox.embed_in.weight": (v, d)}
+        """Every weight of the checkpoint, by its Hugging Face name, in HF
+        order (the core's tensor table, ``_core.tensor_specs()``)."""
+        size = {"1": 1, "d": self.d_model, "3d": 3 * self.d_model, "ff": self.d_ff, "vocab": self.vocab_size}
+        specs = _core.tensor_specs()
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def add(name: str, rows: str, cols: str, attention_bias: bool) -> None:
+            if attention_bias and not self.attention_bias:
+                return
+            shapes[name] = (size[rows],) if cols == "1" else (size[rows], size[cols])
+
+        for name, per_layer, rows, cols, bias in specs:
+            if not per_layer and name.startswith("gpt_neox.embed_in"):
+                add(name, rows, cols, bias)
         for i in range(self.n_layer):
-            p = f"gpt_neox.layers.{i}."
-            shapes[p + "input_layernorm.weight"] = (d,)
-            shapes[p + "input_layernorm.bias"] = (d,)
-            shapes[p + "post_attention_layernorm.weight"] = (d,)
-            shapes[p + "post_attention_layernorm.bias"] = (d,)
-            shapes[p + "attention.query_key_value.weight"] = (3 * d, d)
-            if self.attention_bias:
-                shapes[p + "attention.query_key_value.bias"] = (3 * d,)
-            shapes[p + "attention.dense.weight"] = (d, d)
-            if self.attention_bias:
-                shapes[p + "attention.dense.bias"] = (d,)
-            shapes[p + "mlp.dense_h_to_4h.weight"] = (f, d)
-            shapes[p + "mlp.dense_h_to_4h.bias"] = (f,)
-            shapes[p + "mlp.dense_4h_to_h.weight"] = (d, f)
-            shapes[p + "mlp.dense_4h_to_h.bias"] = (d,)
-        shapes["gpt_neox.final_layer_norm.weight"] = (d,)
-        shapes["gpt_neox.final_layer_norm.bias"] = (d,)
-        shapes["embed_out.weight"] = (v, d)
+            for name, per_layer, rows, cols, bias in specs:
+                if per_layer:
+                    add(name % i, rows, cols, bias)
+        for name, per_layer, rows, cols, bias in specs:
+            if not per_layer and not name.startswith("gpt_neox.embed_in"):
+                add(name, rows, cols, bias)
         return shapes
 
     def num_params(self, embeddings: bool = True) -> int:

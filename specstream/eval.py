@@ -170,7 +170,7 @@ def perplexity(model: Model, ids: TokenIds, cache: Optional[CacheConfig] = None,
     timings: list[dict[str, float]] = []
     for _ in range(repeats):
         nll, visible, events, first_s, rest_s, cache_bytes, done, interrupted = model._core.eval_nll(
-            arr, cache._to_core(len(arr), model.tokenizer), chunk, record_evictions)
+            arr, cache._core_values(model.tokenizer), chunk, record_evictions)
         if interrupted:
             if first is None and done >= 1:
                 # nll[t] came with token t: the first `done` are computed

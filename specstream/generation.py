@@ -15,6 +15,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from . import _contract
+
 __all__ = [
     "CACHE_POLICIES",
     "CacheConfig",
@@ -23,32 +25,18 @@ __all__ = [
     "GenerationResult",
 ]
 
-#: Policy name -> the C core's enum value (specstream.h, ss_cache_policy).
-CACHE_POLICIES: dict[str, int] = {"full": 0, "window": 1, "streaming": 2, "recompute": 3, "h2o": 4,
-                                  "snapkv": 5, "keynorm": 6}
-#: Refresh selections -> the core's enum (ss_refresh_select).
-REFRESH_SELECTIONS: dict[str, int] = {"uniform": 0, "structural": 1, "entropy": 2}
-_SCORE_POLICIES = ("h2o", "snapkv", "keynorm")
-_DRAFT_KINDS: dict[str, int] = {"draft": 1, "lookup": 2}
+#: Cache policy names, in the core's order.
+CACHE_POLICIES: tuple[str, ...] = _contract.choices("cache", "policy")
+#: How refresh tokens are picked, in the core's order.
+REFRESH_SELECTIONS: tuple[str, ...] = _contract.choices("cache", "refresh")
+#: Drafting methods, in the core's order ("none": target-only decoding).
+SPECULATIVE_METHODS: tuple[str, ...] = _contract.choices("speculative", "method")
+#: Largest token count a cache field may hold (the core sizes caches in int).
+MAX_CACHE_TOKENS: int = int(_contract.field("cache", "window")["max"])
 
 
-#: Largest token count a cache field may hold: the C core sizes caches in int
-#: (window + compress_every + n_sink + a batch must not overflow it).
-MAX_CACHE_TOKENS = 2**29
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int, maximum: int = MAX_CACHE_TOKENS) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
-    if value > maximum:
-        raise ValueError(f"{owner}.{name} must be <= {maximum}, got {value}")
-
-
-def _check_number(owner: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}.{name} must be a number, got {value!r}")
+def _d(kind: str, name: str) -> Any:
+    return _contract.default(kind, name)
 
 
 @dataclass(frozen=True)
@@ -93,66 +81,26 @@ class CacheConfig:
     Data-dependent choices (refresh, heavy tokens, the entropy trigger) are
     made when tokens are committed: exactly sequential when tokens come one
     at a time (generation, ``chunk=1``), lagging inside larger batches.
+
+    Names, defaults, limits and the rules between fields are the C core's
+    (``_core.config_schema("cache")``); the core checks every instance.
     """
 
-    policy: str = "full"
-    n_sink: int = 4
-    window: int = 1024
-    capacity: Optional[int] = None
-    compress_every: int = 1
-    max_drop: Optional[int] = None
-    overlap: int = 0
-    heavy: int = 0
-    refresh_budget: int = 0
-    refresh: str = "uniform"
-    structural_ids: tuple = ()
-    entropy_threshold: float = 0.0
+    policy: str = _d("cache", "policy")
+    n_sink: int = _d("cache", "n_sink")
+    window: int = _d("cache", "window")
+    capacity: Optional[int] = _d("cache", "capacity")
+    compress_every: int = _d("cache", "compress_every")
+    max_drop: Optional[int] = _d("cache", "max_drop")
+    overlap: int = _d("cache", "overlap")
+    heavy: int = _d("cache", "heavy")
+    refresh_budget: int = _d("cache", "refresh_budget")
+    refresh: str = _d("cache", "refresh")
+    structural_ids: tuple = _d("cache", "structural_ids")
+    entropy_threshold: float = _d("cache", "entropy_threshold")
 
     def __post_init__(self) -> None:
-        if self.policy not in CACHE_POLICIES:
-            raise ValueError(
-                f"CacheConfig.policy: unknown policy {self.policy!r} (choose from {', '.join(CACHE_POLICIES)})"
-            )
-        _check_int("CacheConfig", "n_sink", self.n_sink, 0)
-        _check_int("CacheConfig", "window", self.window, 1)
-        _check_int("CacheConfig", "compress_every", self.compress_every, 1)
-        _check_int("CacheConfig", "overlap", self.overlap, 0)
-        _check_int("CacheConfig", "heavy", self.heavy, 0)
-        _check_int("CacheConfig", "refresh_budget", self.refresh_budget, 0)
-        if self.capacity is not None:
-            _check_int("CacheConfig", "capacity", self.capacity, 1)
-        if self.max_drop is not None:
-            _check_int("CacheConfig", "max_drop", self.max_drop, 1)
-        if self.policy in ("streaming",) + _SCORE_POLICIES and self.window < self.n_sink:
-            raise ValueError(
-                f"CacheConfig.window ({self.window}) is smaller than CacheConfig.n_sink ({self.n_sink})"
-            )
-        if self.overlap >= self.compress_every:
-            raise ValueError(
-                f"CacheConfig.overlap ({self.overlap}) must be smaller than "
-                f"CacheConfig.compress_every ({self.compress_every}): otherwise nothing is ever evicted"
-            )
-        if self.refresh not in REFRESH_SELECTIONS:
-            raise ValueError(f"CacheConfig.refresh must be one of {', '.join(REFRESH_SELECTIONS)}, got {self.refresh!r}")
-        object.__setattr__(self, "structural_ids", tuple(int(i) for i in self.structural_ids))
-        if any(i < 0 for i in self.structural_ids):
-            raise ValueError("CacheConfig.structural_ids must be non-negative token ids")
-        if isinstance(self.entropy_threshold, bool) or not isinstance(self.entropy_threshold, (int, float)) \
-                or not math.isfinite(self.entropy_threshold) or self.entropy_threshold < 0:
-            raise ValueError(f"CacheConfig.entropy_threshold must be a finite number >= 0, got {self.entropy_threshold!r}")
-        if self.policy in _SCORE_POLICIES:
-            if self.heavy < 1:
-                raise ValueError(f"CacheConfig.heavy must be >= 1 for policy {self.policy!r} (tokens kept by score)")
-            if self.refresh_budget:
-                raise ValueError("CacheConfig.refresh_budget applies to the window and streaming policies only")
-        elif self.heavy:
-            raise ValueError(f"CacheConfig.heavy applies to h2o, snapkv and keynorm, not {self.policy!r}")
-        if self.refresh_budget:
-            if self.policy not in ("window", "streaming"):
-                raise ValueError(f"CacheConfig.refresh_budget applies to window/streaming, not {self.policy!r}")
-            if self.refresh_budget > self.window:
-                raise ValueError(
-                    f"CacheConfig.refresh_budget ({self.refresh_budget}) is larger than the cache window ({self.window})")
+        _contract.check(self, "cache")
 
     @property
     def bounded(self) -> bool:
@@ -169,41 +117,19 @@ class CacheConfig:
         sinks = 0 if self.policy == "window" else self.n_sink
         return sinks + self.window + self.heavy + self.refresh_budget
 
-    def _to_core(self, needed: int, tokenizer: Any = None) -> tuple:
-        """The tuple the C core takes; ``needed`` sizes a full cache without a
-        capacity; ``tokenizer`` supplies default structural ids."""
-        if self.policy != "full":
-            capacity = max(1, min(needed, MAX_CACHE_TOKENS))  # unused by bounded policies
-        elif self.capacity is not None:
-            capacity = self.capacity
-        elif needed > MAX_CACHE_TOKENS:
-            raise ValueError(
-                f"a full cache for {needed} tokens exceeds the limit of {MAX_CACHE_TOKENS}: "
-                "use a bounded CacheConfig.policy (window/streaming) for streams this long"
-            )
-        else:
-            capacity = max(1, needed)
-        structural = None
-        if self.refresh_budget and self.refresh == "structural":
-            ids = self.structural_ids or (structural_token_ids(tokenizer) if tokenizer is not None else ())
+    def _core_values(self, tokenizer: Any = None) -> dict[str, Any]:
+        """The values the core takes; ``tokenizer`` supplies the structural
+        ids that structural refresh needs when none are given."""
+        values = _contract.values(self)
+        if self.refresh_budget and self.refresh == "structural" and not self.structural_ids:
+            ids = structural_token_ids(tokenizer) if tokenizer is not None else ()
             if not ids:
                 raise ValueError("CacheConfig.refresh='structural' needs structural_ids (or a model with a tokenizer)")
-            structural = np.asarray(ids, dtype=np.int32)
-        return (
-            CACHE_POLICIES[self.policy],
-            0 if self.policy in ("full", "window", "recompute") else self.n_sink,
-            self.window,
-            capacity,
-            self.compress_every,
-            self.max_drop or 0,
-            self.overlap,
-            self.heavy,
-            self.refresh_budget,
-            REFRESH_SELECTIONS[self.refresh],
-            structural,
-            float(self.entropy_threshold),
-        )
+            values["structural_ids"] = ids
+        return values
 
+
+_contract.check_fields_match(CacheConfig, "cache")
 
 _STRUCTURAL_CHARS = set("\n.!?;:\"'")
 
@@ -237,7 +163,8 @@ class SpeculativeConfig:
 
     ``method="draft"`` uses the draft model passed to ``generate``;
     ``method="lookup"`` proposes the tokens that followed the last n-gram of
-    the context where it occurred before (prompt lookup, no draft model).
+    the context where it occurred before (prompt lookup, no draft model);
+    ``method="none"`` decodes with the target alone.
     ``k`` tokens are proposed per step; with ``adaptive=True`` k is re-chosen
     every step within [k_min, k_max] to maximise expected tokens per unit time
     (1 - a^(k+1)) / ((1 - a)(1 + k c)) given an EMA (``ema_decay``) of the
@@ -253,59 +180,38 @@ class SpeculativeConfig:
     ``forced_acceptance`` is a benchmark knob: the verifier accepts each draft
     with that probability regardless of the models, so speed can be measured
     at a chosen acceptance rate. Output is then NOT the target's.
+
+    Names, defaults, limits and rules are the C core's
+    (``_core.config_schema("speculative")``).
     """
 
-    k: int = 5
-    adaptive: bool = False
-    k_min: int = 1
-    k_max: int = 8
-    ema_decay: float = 0.8
-    cost_ratio: Union[None, float, str] = None
-    method: str = "draft"
-    lookup_ngram: int = 3
-    forced_acceptance: Optional[float] = None
+    k: int = _d("speculative", "k")
+    adaptive: bool = _d("speculative", "adaptive")
+    k_min: int = _d("speculative", "k_min")
+    k_max: int = _d("speculative", "k_max")
+    ema_decay: float = _d("speculative", "ema_decay")
+    cost_ratio: Union[None, float, str] = _d("speculative", "cost_ratio")
+    method: str = _d("speculative", "method")
+    lookup_ngram: int = _d("speculative", "lookup_ngram")
+    forced_acceptance: Optional[float] = _d("speculative", "forced_acceptance")
 
     def __post_init__(self) -> None:
-        _check_int("SpeculativeConfig", "k", self.k, 1)
-        if self.k > 64:
-            raise ValueError(f"SpeculativeConfig.k must be <= 64, got {self.k}")
-        if not isinstance(self.adaptive, bool):
-            raise TypeError(f"SpeculativeConfig.adaptive must be a bool, got {self.adaptive!r}")
-        _check_int("SpeculativeConfig", "k_min", self.k_min, 1)
-        _check_int("SpeculativeConfig", "k_max", self.k_max, 1)
-        if self.k_max < self.k_min or self.k_max > 64:
-            raise ValueError(
-                f"SpeculativeConfig needs k_min <= k_max <= 64, got k_min={self.k_min} k_max={self.k_max}"
-            )
-        _check_number("SpeculativeConfig", "ema_decay", self.ema_decay)
-        if not (0.0 <= float(self.ema_decay) < 1.0):
-            raise ValueError(f"SpeculativeConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if isinstance(self.cost_ratio, str):
-            if self.cost_ratio != "measured":
-                raise ValueError(f"SpeculativeConfig.cost_ratio must be None, a number or 'measured', "
-                                 f"got {self.cost_ratio!r}")
-        elif self.cost_ratio is not None:
-            _check_number("SpeculativeConfig", "cost_ratio", self.cost_ratio)
-            if not (0.0 <= float(self.cost_ratio) <= 1e3):
-                raise ValueError(f"SpeculativeConfig.cost_ratio must be in [0, 1000], got {self.cost_ratio}")
-        if self.method not in _DRAFT_KINDS:
-            raise ValueError(f"SpeculativeConfig.method must be 'draft' or 'lookup', got {self.method!r}")
-        _check_int("SpeculativeConfig", "lookup_ngram", self.lookup_ngram, 1)
-        if self.forced_acceptance is not None:
-            _check_number("SpeculativeConfig", "forced_acceptance", self.forced_acceptance)
-        if self.forced_acceptance is not None and not (0.0 <= float(self.forced_acceptance) <= 1.0):
-            raise ValueError(
-                f"SpeculativeConfig.forced_acceptance must be in [0, 1] or None, got {self.forced_acceptance}"
-            )
+        _contract.check(self, "speculative")
 
-    def _to_core(self, enabled: bool, bytes_ratio: float) -> tuple:
-        """The core's tuple; bytes_ratio = draft / target weight bytes (0 without a draft model)."""
-        kind = _DRAFT_KINDS[self.method] if enabled else 0
-        forced = -1.0 if self.forced_acceptance is None else float(self.forced_acceptance)
-        cost = (-1.0 if self.cost_ratio == "measured" else
-                float(bytes_ratio) if self.cost_ratio is None else float(self.cost_ratio))
-        return (kind, self.k, int(self.adaptive), self.k_min, self.k_max, float(self.ema_decay), cost,
-                self.lookup_ngram, forced)
+    @property
+    def uses_draft_model(self) -> bool:
+        """Whether this method proposes with a draft model."""
+        return self.method == "draft"
+
+    def _core_values(self, enabled: bool) -> dict[str, Any]:
+        """The values the core takes; not enabled: target-only decoding."""
+        values = _contract.values(self)
+        if not enabled:
+            values["method"] = "none"
+        return values
+
+
+_contract.check_fields_match(SpeculativeConfig, "speculative")
 
 
 @dataclass

@@ -35,8 +35,6 @@ _DTYPE_ALIASES = {
 }
 _PREFILL_CHUNK = 256
 _MAX_CHUNK = 1 << 20          # the core's limit on tokens per forward call
-_MIN_TEMPERATURE = 1e-30      # below this 1/T overflows float32 in the sampler
-_MAX_TEMPERATURE = float(np.finfo(np.float32).max)
 _WEIGHT_DTYPES = ("F32", "F16", "BF16")
 _DEVICES = {"cpu": 0, "cuda": 1}   # the core's ss_device
 _LAYER_NAME = re.compile(r"gpt_neox\.layers\.(\d+)\.")
@@ -136,7 +134,7 @@ class Model:
             raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
         if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or not 1 <= chunk <= _MAX_CHUNK:
             raise ValueError(f"chunk must be an int in [1, {_MAX_CHUNK}], got {chunk!r}")
-        return self._core.forward(arr, cache._to_core(len(arr), self.tokenizer), min(int(chunk), len(arr)))
+        return self._core.forward(arr, cache._core_values(self.tokenizer), min(int(chunk), len(arr)))
 
     # -------------------------------------------------------------- generation
 
@@ -148,19 +146,8 @@ class Model:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
                 or not 0 <= max_new_tokens < 2**62:
             raise ValueError(f"max_new_tokens must be a non-negative int (< 2**62), got {max_new_tokens!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not np.isfinite(temperature) \
-                or temperature < 0 or temperature > _MAX_TEMPERATURE:
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        if 0 < temperature < _MIN_TEMPERATURE:
-            raise ValueError(f"temperature must be 0 (greedy) or >= {_MIN_TEMPERATURE}, got {temperature!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
-        top_k = min(int(top_k), self.vocab_size)  # k >= vocabulary keeps every token
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0.0 < top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or not 0 <= seed < 2**64):
-            raise ValueError(f"seed must be an int in [0, 2**64) or None, got {seed!r}")
+        if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool) and top_k > self.vocab_size:
+            top_k = self.vocab_size  # k >= vocabulary keeps every token
         if isinstance(stop_token_ids, (str, bytes)) or not hasattr(stop_token_ids, "__iter__"):
             raise TypeError(f"stop_token_ids must be a sequence of token ids, got {stop_token_ids!r}")
         stops = as_token_ids(list(stop_token_ids), "stop_token_ids", vocab=self.vocab_size, allow_empty=True)
@@ -174,23 +161,20 @@ class Model:
             raise TypeError(f"draft must be a Model, got {type(draft).__name__}")
         if use_draft:
             self._check_draft(draft)
-            if spec.method != "draft":
-                raise ValueError("a draft model was given but SpeculativeConfig.method is 'lookup'")
+            if not spec.uses_draft_model:
+                raise ValueError(f"a draft model was given but SpeculativeConfig.method is {spec.method!r}")
         speculating = use_draft or (speculative is not None and spec.method == "lookup")
-        seed_used = _random_seed() if seed is None else int(seed)
-        k_cap = (spec.k_max if spec.adaptive else spec.k) if speculating else 0
-        needed = len(prompt) + int(max_new_tokens) + k_cap + 2
+        seed_used = _random_seed() if seed is None else seed
         dcache = draft_cache or cache
         if not isinstance(dcache, CacheConfig):
             raise TypeError(f"draft_cache must be a CacheConfig, got {type(dcache).__name__}")
+        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed_used}
         gen = _core.Generator(
-            self._core, cache._to_core(needed, self.tokenizer), draft._core if use_draft else None,
-            dcache._to_core(needed, self.tokenizer),
-            spec._to_core(speculating, draft.weight_bytes / self.weight_bytes if use_draft else 0.0),
-            (float(temperature), int(top_k), float(top_p), seed_used & (2**64 - 1)),
+            self._core, cache._core_values(self.tokenizer), draft._core if use_draft else None,
+            dcache._core_values(self.tokenizer), spec._core_values(speculating), sampling,
             prompt, int(max_new_tokens), stops,
         )
-        return gen, seed_used
+        return gen, int(seed_used)
 
     def _check_draft(self, draft: "Model") -> None:
         t, d = self.config, draft.config
@@ -300,9 +284,11 @@ class TokenStream:
 
 # ------------------------------------------------------------------------ loading
 
-def _core_config(c: ModelConfig) -> tuple:
-    return (c.n_layer, c.d_model, c.n_head, c.d_ff, c.vocab_size, c.rotary_dim, float(c.rotary_emb_base),
-            float(c.layer_norm_eps), int(c.use_parallel_residual), int(c.gelu_tanh))
+def _core_config(c: ModelConfig) -> dict:
+    return {"n_layer": c.n_layer, "d_model": c.d_model, "n_head": c.n_head, "d_ff": c.d_ff,
+            "vocab_rows": c.vocab_size, "rotary_dim": c.rotary_dim, "rotary_base": c.rotary_emb_base,
+            "layer_norm_eps": c.layer_norm_eps, "parallel_residual": c.use_parallel_residual,
+            "gelu_tanh": c.gelu_tanh}
 
 
 def _find_tokenizer(directory: Path) -> object:

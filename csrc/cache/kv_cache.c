@@ -5,19 +5,11 @@
 #include <string.h>
 
 #include "common.h"
+#include "config.h"
 
-static const char *policy_name(ss_cache_policy p) {
-    switch (p) {
-    case SS_CACHE_FULL: return "full";
-    case SS_CACHE_WINDOW: return "window";
-    case SS_CACHE_STREAMING: return "streaming";
-    case SS_CACHE_RECOMPUTE: return "recompute";
-    case SS_CACHE_H2O: return "h2o";
-    case SS_CACHE_SNAPKV: return "snapkv";
-    case SS_CACHE_KEYNORM: return "keynorm";
-    }
-    return "?";
-}
+const char *const ss_cache_policy_names[] = {"full", "window", "streaming", "recompute", "h2o", "snapkv",
+                                             "keynorm", NULL};
+const char *const ss_refresh_names[] = {"uniform", "structural", "entropy", NULL};
 
 static int is_score_policy(ss_cache_policy p) {
     return p == SS_CACHE_H2O || p == SS_CACHE_SNAPKV || p == SS_CACHE_KEYNORM;
@@ -28,54 +20,33 @@ static int is_windowed(ss_cache_policy p) {
     return p == SS_CACHE_WINDOW || p == SS_CACHE_STREAMING || is_score_policy(p);
 }
 
-ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err) {
-    if (cfg->policy < SS_CACHE_FULL || cfg->policy > SS_CACHE_KEYNORM)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "cache policy %d is unknown", (int)cfg->policy);
-    const char *name = policy_name(cfg->policy);
-    if (cfg->policy == SS_CACHE_FULL) {
-        if (cfg->capacity < 1)
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "full cache: capacity must be >= 1, got %d",
-                           cfg->capacity);
-        return SS_OK;
-    }
-    if (cfg->window < 1)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: window must be >= 1, got %d", name,
-                       cfg->window);
-    if (cfg->policy == SS_CACHE_RECOMPUTE) return SS_OK;
-    if (cfg->n_sink < 0)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: n_sink must be >= 0, got %d", name, cfg->n_sink);
-    if (cfg->policy != SS_CACHE_WINDOW && cfg->window < cfg->n_sink)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: window (%d) is smaller than n_sink (%d)", name,
+ss_status ss_cache_config_rules(const ss_cache_config *cfg, ss_error *err) {
+    const ss_cache_policy p = (ss_cache_policy)cfg->policy;
+    const char *name = ss_cache_policy_names[p];
+    if ((p == SS_CACHE_STREAMING || is_score_policy(p)) && cfg->window < cfg->n_sink)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.window (%d) is smaller than CacheConfig.n_sink (%d)",
                        cfg->window, cfg->n_sink);
-    if (cfg->compress_every < 1)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: compress_every must be >= 1, got %d", name,
-                       cfg->compress_every);
-    if (cfg->max_drop < 0)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: max_drop must be >= 0 (0 = unlimited), got %d",
-                       name, cfg->max_drop);
-    if (cfg->overlap < 0 || cfg->overlap >= cfg->compress_every)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: overlap must be in [0, compress_every) = [0, %d), got %d",
-                       name, cfg->compress_every, cfg->overlap);
-    if (!(cfg->entropy_threshold >= 0.0f))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: entropy_threshold must be >= 0 (0 = off)", name);
-    if (is_score_policy(cfg->policy)) {
-        if (cfg->heavy < 1)
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: heavy (tokens kept by score) must be >= 1, got %d",
-                           name, cfg->heavy);
-        if (cfg->refresh_budget != 0)
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: refresh_budget applies to window/streaming only",
-                           name);
-        return SS_OK;
-    }
-    if (cfg->refresh_budget < 0 || cfg->refresh_budget > cfg->window)
+    if (cfg->overlap >= cfg->compress_every)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "%s cache: refresh_budget must be in [0, window=%d] (it cannot exceed the cache), got %d", name,
-                       cfg->window, cfg->refresh_budget);
-    if (cfg->refresh < SS_REFRESH_UNIFORM || cfg->refresh > SS_REFRESH_ENTROPY)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: unknown refresh selection %d", name, (int)cfg->refresh);
-    if (cfg->refresh_budget > 0 && cfg->refresh == SS_REFRESH_STRUCTURAL &&
-        (cfg->n_structural < 1 || !cfg->structural_ids))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "%s cache: structural refresh needs structural_ids", name);
+                       "CacheConfig.overlap (%d) must be smaller than CacheConfig.compress_every (%d): otherwise "
+                       "nothing is ever evicted", cfg->overlap, cfg->compress_every);
+    if (is_score_policy(p)) {
+        if (cfg->heavy < 1)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                           "CacheConfig.heavy must be >= 1 for policy '%s' (tokens kept by score)", name);
+    } else if (cfg->heavy != 0) {
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.heavy applies to h2o, snapkv and keynorm, not '%s'",
+                       name);
+    }
+    if (cfg->refresh_budget > 0) {
+        if (p != SS_CACHE_WINDOW && p != SS_CACHE_STREAMING)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                           "CacheConfig.refresh_budget applies to the window and streaming policies, not '%s'", name);
+        if (cfg->refresh_budget > cfg->window)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                           "CacheConfig.refresh_budget (%d) is larger than the cache window (%d)", cfg->refresh_budget,
+                           cfg->window);
+    }
     return SS_OK;
 }
 
@@ -83,11 +54,16 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
                         int rotary_dim, double rotary_base, int vocab, int max_pending, int threads,
                         ss_error *err) {
     *c = (ss_kv_cache){0};
-    ss_status st = ss_cache_config_check(cfg, err);
+    ss_status st = ss_config_check(SS_CONFIG_CACHE, cfg, err);
     if (st != SS_OK) return st;
+    if (cfg->policy == SS_CACHE_FULL && cfg->capacity < 1)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "full cache: CacheConfig.capacity must be set (>= 1) before a state is created");
+    if (cfg->refresh_budget > 0 && cfg->refresh == SS_REFRESH_STRUCTURAL && cfg->n_structural_ids < 1)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "structural refresh needs CacheConfig.structural_ids");
     c->cfg = *cfg;
     c->cfg.structural_ids = NULL; /* borrowed: copied into c->structural */
-    const ss_cache_policy p = cfg->policy;
+    const ss_cache_policy p = (ss_cache_policy)cfg->policy;
     if (p == SS_CACHE_WINDOW || p == SS_CACHE_FULL || p == SS_CACHE_RECOMPUTE) c->cfg.n_sink = 0;
     if (!is_windowed(p)) {
         c->cfg.compress_every = 1;
@@ -153,7 +129,7 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
     if (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_STRUCTURAL) {
         c->structural = ss_alloc((size_t)vocab, 1);
         ok = ok && c->structural;
-        for (int i = 0; ok && i < cfg->n_structural; i++) {
+        for (int i = 0; ok && i < cfg->n_structural_ids; i++) {
             const int32_t id = cfg->structural_ids[i];
             if (id < 0 || id >= vocab) {
                 ss_cache_release(c);

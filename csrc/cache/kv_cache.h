@@ -85,8 +85,6 @@ typedef struct {
     float *cand_score, *cand_raw, *move_k, *move_v, *rot_cos, *rot_sin;
 } ss_kv_cache;
 
-ss_status ss_cache_config_check(const ss_cache_config *cfg, ss_error *err);
-
 /* max_pending: tokens that may be appended between two commits; threads:
  * accumulators for scores written during attention. */
 ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head,

@@ -46,6 +46,44 @@ typedef struct {
     char message[512];
 } ss_error;
 
+/* ------------------------------------------------------- config schemas */
+
+typedef enum { SS_FIELD_INT, SS_FIELD_FLOAT, SS_FIELD_DOUBLE, SS_FIELD_BOOL, SS_FIELD_CHOICE,
+               SS_FIELD_U64, SS_FIELD_IDS } ss_field_type;
+
+/* One member of a configuration struct, as its field list declares it. */
+typedef struct {
+    const char *name;
+    ss_field_type type;
+    size_t offset;                /* of the member                            */
+    size_t count_offset;          /* IDS: of the n_<name> member              */
+    double default_value;         /* CHOICE: the index of the default name    */
+    double min, max;
+    int bounds;                   /* SS_CLOSED, SS_OPEN_MIN, SS_OPEN_MAX      */
+    const char *const *choices;   /* CHOICE names by value, NULL-terminated   */
+    const char *specials;         /* "name=value,..." or NULL                 */
+    const char *doc;
+} ss_field;
+
+typedef enum { SS_CONFIG_MODEL, SS_CONFIG_CACHE, SS_CONFIG_SPECULATIVE, SS_CONFIG_SAMPLING,
+               SS_CONFIG_KINDS } ss_config_kind;
+
+typedef struct {
+    const char *name;             /* how messages name it: "CacheConfig"      */
+    size_t size;                  /* sizeof the struct                        */
+    const ss_field *fields;
+    int n_fields;
+} ss_config_schema;
+
+/* The table of a configuration struct (NULL for an unknown kind). */
+const ss_config_schema *ss_config_schema_of(ss_config_kind kind);
+/* Fills a configuration struct with its defaults. */
+void ss_config_defaults(ss_config_kind kind, void *config);
+/* Checks every field against its limits, then the rules that tie fields
+ * together (e.g. a streaming window no smaller than its sinks). Messages
+ * name the field as "<schema name>.<field>". */
+ss_status ss_config_check(ss_config_kind kind, const void *config, ss_error *err);
+
 /* ------------------------------------------------------------------ models */
 
 /* Storage dtypes. SS_I8 is a weight-matrix storage only (ss_model_create's
@@ -55,17 +93,54 @@ typedef struct {
  * tensors are f32, f16 or bf16. */
 typedef enum { SS_F32 = 0, SS_F16 = 1, SS_BF16 = 2, SS_I8 = 3 } ss_dtype;
 
+/* ---------------------------------------------------------- configurations
+ *
+ * Every configuration struct below is declared by a field list: one line
+ * per member with its type, default, limits, names and documentation, from
+ * which the struct itself (SS_DECLARE_FIELD) and a table that describes it
+ * at run time (ss_config_schema) are both generated. Bindings parse,
+ * validate and document configurations from those tables, so adding a field
+ * is one line in a list here (and its use in the core).
+ *
+ * SS_FIELD columns: X(type, name, default, min, max, bounds, choices, specials, doc)
+ *   type      INT (int), FLOAT (float), DOUBLE, BOOL (int 0/1), CHOICE (int,
+ *             an index into `choices`), U64 (uint64_t), IDS (a borrowed
+ *             int32 array: members `name` and `n_name`)
+ *   min, max  the valid range of INT/FLOAT/DOUBLE values
+ *   bounds    SS_CLOSED ([min, max]), SS_OPEN_MIN ((min, max]) or SS_OPEN_MAX
+ *             ([min, max))
+ *   choices   CHOICE: NULL-terminated array of names, by value
+ *   specials  values outside [min, max] with a meaning, as "name=value,...":
+ *             "None=0" lets a binding's None (null) stand for 0
+ */
+enum { SS_CLOSED = 0, SS_OPEN_MIN = 1, SS_OPEN_MAX = 2 };
+#define SS_MEMBER_INT(name) int name;
+#define SS_MEMBER_FLOAT(name) float name;
+#define SS_MEMBER_DOUBLE(name) double name;
+#define SS_MEMBER_BOOL(name) int name;
+#define SS_MEMBER_CHOICE(name) int name;
+#define SS_MEMBER_U64(name) uint64_t name;
+#define SS_MEMBER_IDS(name) const int32_t *name; int n_##name;
+#define SS_DECLARE_FIELD(type, name, ...) SS_MEMBER_##type(name)
+
+/* Largest token count a cache size may take: the core sizes caches in int,
+ * and window + compress_every + sinks + a batch must not overflow it. */
+#define SS_MAX_TOKENS (1 << 29)
+
+#define SS_MODEL_FIELDS(X)                                                                                     \
+    X(INT, n_layer, 1, 1, 4096, SS_CLOSED, NULL, NULL, "transformer blocks")                                        \
+    X(INT, d_model, 1, 1, 1 << 22, SS_CLOSED, NULL, NULL, "residual stream width")                                  \
+    X(INT, n_head, 1, 1, 1 << 22, SS_CLOSED, NULL, NULL, "attention heads (divides d_model)")                      \
+    X(INT, d_ff, 1, 1, 1 << 24, SS_CLOSED, NULL, NULL, "MLP hidden width")                                          \
+    X(INT, vocab_rows, 1, 1, 1 << 24, SS_CLOSED, NULL, NULL, "rows of embed_in / embed_out (the padded vocabulary)")\
+    X(INT, rotary_dim, 0, 0, 1 << 22, SS_CLOSED, NULL, NULL, "head dims turned by rotary embeddings (even)")        \
+    X(DOUBLE, rotary_base, 10000.0, 0.0, 1e300, SS_OPEN_MIN, NULL, NULL, "rotary base theta")                         \
+    X(FLOAT, layer_norm_eps, 1e-5, 0.0, 3.4028234663852886e38, SS_OPEN_MIN, NULL, NULL, "LayerNorm epsilon")          \
+    X(BOOL, parallel_residual, 1, 0, 1, SS_CLOSED, NULL, NULL, "x + attn(ln1 x) + mlp(ln2 x) (else sequential)")  \
+    X(BOOL, gelu_tanh, 0, 0, 1, SS_CLOSED, NULL, NULL, "tanh approximation of GELU (else exact erf)")
+
 typedef struct {
-    int n_layer;
-    int d_model;
-    int n_head;
-    int d_ff;
-    int vocab_rows;          /* rows of embed_in / embed_out (padded vocab) */
-    int rotary_dim;          /* head_dim * rotary_pct, even                 */
-    double rotary_base;
-    float layer_norm_eps;
-    int parallel_residual;   /* 1: x + attn(ln1 x) + mlp(ln2 x)              */
-    int gelu_tanh;           /* 0: exact erf GELU (Pythia), 1: tanh approx  */
+    SS_MODEL_FIELDS(SS_DECLARE_FIELD)
 } ss_model_config;
 
 /* A borrowed 1-D or 2-D tensor. shape[1] == 1 for vectors. */
@@ -89,6 +164,25 @@ typedef struct {
     ss_tensor embed_out;      /* [vocab_rows, d] */
     const ss_layer_weights *layers; /* n_layer entries */
 } ss_weights;
+
+/* The checkpoint's tensors under their Hugging Face GPT-NeoX names, each
+ * with its shape and its place in ss_weights / ss_layer_weights: the one
+ * table that loaders, bindings and shape checks read. */
+typedef enum { SS_DIM_ONE, SS_DIM_D, SS_DIM_3D, SS_DIM_FF, SS_DIM_VOCAB } ss_dim;
+typedef struct {
+    const char *name;       /* per layer: a format with %d for the layer     */
+    int per_layer;
+    ss_dim rows, cols;      /* cols SS_DIM_ONE: a vector of `rows` values    */
+    int attention_bias;     /* absent from checkpoints without attention
+                               biases (the loader then passes zeros)         */
+    size_t offset;          /* of the ss_tensor in ss_layer_weights
+                               (per layer) or in ss_weights                  */
+} ss_tensor_spec;
+
+/* Every tensor, in checkpoint order; *count receives how many. */
+const ss_tensor_spec *ss_tensor_specs(int *count);
+/* The length of a dimension under a config. */
+int64_t ss_dim_size(const ss_model_config *config, ss_dim dim);
 
 typedef struct ss_model ss_model;
 
@@ -129,25 +223,32 @@ typedef enum {
     SS_REFRESH_ENTROPY       /* highest predictive entropy                    */
 } ss_refresh_select;
 
+extern const char *const ss_cache_policy_names[];  /* by ss_cache_policy */
+extern const char *const ss_refresh_names[];       /* by ss_refresh_select */
+
+#define SS_CACHE_FIELDS(X)                                                                                     \
+    X(CHOICE, policy, SS_CACHE_FULL, 0, 0, SS_CLOSED, ss_cache_policy_names, NULL, "which keys are kept")          \
+    X(INT, n_sink, 4, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "first tokens kept for good (streaming, score)")    \
+    X(INT, window, 1024, 1, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "recent tokens kept (all but full)")             \
+    X(INT, capacity, 0, 1, SS_MAX_TOKENS, SS_CLOSED, NULL, "None=0",                                               \
+      "full policy: most tokens of the sequence (none: as many as the call needs)")                           \
+    X(INT, compress_every, 1, 1, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL,                                             \
+      "R: the cache may hold R-1 keys over its budget, then evicts in one batch")                             \
+    X(INT, max_drop, 0, 1, SS_MAX_TOKENS, SS_CLOSED, NULL, "None=0",                                               \
+      "keys evicted per step at most, the rest over the following steps (none: unlimited)")                   \
+    X(INT, overlap, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "keys kept beyond the budget after an eviction")   \
+    X(INT, heavy, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "score policies: evicted tokens kept by score")      \
+    X(INT, refresh_budget, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL,                                             \
+      "window/streaming: evicted tokens kept as dynamic sinks (0: off)")                                      \
+    X(CHOICE, refresh, SS_REFRESH_UNIFORM, 0, 0, SS_CLOSED, ss_refresh_names, NULL,                                \
+      "how refresh tokens are picked from an evicted span")                                                   \
+    X(IDS, structural_ids, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL,                                             \
+      "structural refresh: token ids that mark structure (borrowed while a state is created)")                \
+    X(FLOAT, entropy_threshold, 0.0, 0.0, 3.4028234663852886e38, SS_CLOSED, NULL, NULL,                            \
+      "> 0: evict at once when the newest token's predictive entropy (nats) exceeds this")
+
 typedef struct {
-    ss_cache_policy policy;
-    int n_sink;          /* streaming and score policies                     */
-    int window;          /* recent tokens kept (all but full)                */
-    int capacity;        /* full policy: maximum tokens in the sequence      */
-    int compress_every;  /* R >= 1: the cache may hold R-1 keys over budget,
-                            then evicts in one batch                         */
-    int max_drop;        /* 0 = unlimited; else at most this many evicted per
-                            step, the rest over the following steps          */
-    int overlap;         /* keys kept beyond the budget after an eviction    */
-    int heavy;           /* score policies: evicted tokens kept by score     */
-    int refresh_budget;  /* window/streaming: evicted tokens kept as dynamic
-                            sinks (0 = off)                                  */
-    ss_refresh_select refresh;
-    const int32_t *structural_ids; /* borrowed during ss_state_create only  */
-    int n_structural;
-    float entropy_threshold; /* > 0: evict at once (down to the budget) when
-                                the newest token's predictive entropy (nats)
-                                exceeds this, instead of waiting for R      */
+    SS_CACHE_FIELDS(SS_DECLARE_FIELD)
 } ss_cache_config;
 
 /* One eviction, recorded for analysis (token-level NLL vs boundaries). */
@@ -208,35 +309,47 @@ ss_status ss_eval_nll(const ss_model *model, ss_state *state, const int32_t *tok
 
 /* --------------------------------------------------------------- sampling */
 
+#define SS_SAMPLING_FIELDS(X)                                                                                  \
+    X(FLOAT, temperature, 0.0, 0.0, 3.4028234663852886e38, SS_CLOSED, NULL, NULL, "0: greedy; else softmax(logits / T)") \
+    X(INT, top_k, 0, 0, 2147483647, SS_CLOSED, NULL, NULL, "keep the k most likely tokens (0: off)")                \
+    X(FLOAT, top_p, 1.0, 0.0, 1.0, SS_OPEN_MIN, NULL, NULL, "keep the smallest nucleus of this mass (1: off)")       \
+    X(U64, seed, 0, 0, 0, SS_CLOSED, NULL, NULL, "random stream of the sampler")
+
 typedef struct {
-    float temperature;   /* 0 = greedy */
-    int top_k;           /* 0 = off    */
-    float top_p;         /* 1 = off    */
-    uint64_t seed;
+    SS_SAMPLING_FIELDS(SS_DECLARE_FIELD)
 } ss_sampling;
 
 /* ------------------------------------------------------------- generation */
 
 typedef enum {
-    SS_DRAFT_NONE = 0,   /* target-only decoding                          */
-    SS_DRAFT_MODEL,      /* a small draft model proposes                   */
-    SS_DRAFT_LOOKUP      /* prompt lookup: n-gram match in the context     */
-} ss_draft_kind;
+    SS_SPEC_NONE = 0,    /* target-only decoding                          */
+    SS_SPEC_DRAFT,       /* a small draft model proposes                   */
+    SS_SPEC_LOOKUP       /* prompt lookup: n-gram match in the context     */
+} ss_spec_method;
+
+extern const char *const ss_spec_method_names[]; /* by ss_spec_method */
+
+#define SS_SPECULATIVE_FIELDS(X)                                                                               \
+    X(INT, k, 5, 1, 64, SS_CLOSED, NULL, NULL, "tokens proposed per step (adaptive: the first step's)")             \
+    X(BOOL, adaptive, 0, 0, 1, SS_CLOSED, NULL, NULL, "pick k each step from an EMA of the acceptance rate")        \
+    X(INT, k_min, 1, 1, 64, SS_CLOSED, NULL, NULL, "adaptive k: smallest k")                                       \
+    X(INT, k_max, 8, 1, 64, SS_CLOSED, NULL, NULL, "adaptive k: largest k")                                        \
+    X(FLOAT, ema_decay, 0.8, 0.0, 1.0, SS_OPEN_MAX, NULL, NULL, "adaptive k: weight of the past in the EMAs")        \
+    X(FLOAT, cost_ratio, -2.0, 0.0, 1000.0, SS_CLOSED, NULL, "None=-2,measured=-1",                                \
+      "adaptive k: draft time per token / target time per verification (none: the models' weight-bytes "   \
+      "ratio; measured: an EMA of step timings)")                                                             \
+    X(CHOICE, method, SS_SPEC_DRAFT, 0, 0, SS_CLOSED, ss_spec_method_names, NULL, "how tokens are proposed")       \
+    X(INT, lookup_ngram, 3, 1, 64, SS_CLOSED, NULL, NULL, "prompt lookup: longest n-gram matched")                 \
+    X(FLOAT, forced_acceptance, -1.0, 0.0, 1.0, SS_CLOSED, NULL, "None=-1",                                        \
+      "benchmark knob: accept each proposal with this probability, ignoring the models (none: off)")
 
 typedef struct {
-    ss_draft_kind kind;
-    int k;               /* tokens proposed per step (fixed mode, start)  */
-    int adaptive;        /* pick k from an EMA of the acceptance rate      */
-    int k_min, k_max;
-    float ema_decay;
-    float cost_ratio;    /* adaptive k: draft time per token / target time
-                            per verification; < 0: measured (an EMA of the
-                            step timings, so sampled output then depends on
-                            the machine's timing, not only on the seed)    */
-    int lookup_ngram;    /* prompt lookup: longest n-gram to match         */
-    float forced_acceptance; /* < 0 off; else a benchmark-only verifier that
-                                accepts each draft with this probability   */
+    SS_SPECULATIVE_FIELDS(SS_DECLARE_FIELD)
 } ss_speculative;
+
+/* The special values of ss_speculative.cost_ratio ("None" and "measured"). */
+#define SS_COST_RATIO_BYTES (-2.0f)
+#define SS_COST_RATIO_MEASURED (-1.0f)
 
 typedef struct {
     double prefill_s;        /* prompt processing (both models)            */

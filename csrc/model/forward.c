@@ -34,7 +34,7 @@ ss_status ss_state_create(const ss_model *model, const ss_cache_config *cache, i
     ss_cache_config inner = *cache;
     if (cache->policy == SS_CACHE_RECOMPUTE) {
         /* Each step re-encodes the last `window` tokens into a fresh cache. */
-        ss_status st = ss_cache_config_check(cache, err);
+        ss_status st = ss_config_check(SS_CONFIG_CACHE, cache, err);
         if (st != SS_OK) {
             free(s);
             return st;
@@ -252,7 +252,7 @@ ss_status ss_cpu_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens
     if (logits && n_out > 0) {
         const int first = n - n_out;
         for (int i = first; i < n; i++)
-            ss_layernorm(s->h + (size_t)(i - first) * d, s->x + (size_t)i * d, m->lnf_w, m->lnf_b, d,
+            ss_layernorm(s->h + (size_t)(i - first) * d, s->x + (size_t)i * d, m->final_ln_w, m->final_ln_b, d,
                          c->layer_norm_eps);
         ss_matmul(logits, s->h, n_out, d, m->embed_out, m->wtype, c->vocab_rows, NULL);
     }

@@ -3,10 +3,12 @@
 #include "model/model.h"
 #include "model/backend.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "common.h"
+#include "config.h"
 #include "kernels/cpu/kernels.h"
 
 static int track(ss_model *m, void *p) {
@@ -84,29 +86,94 @@ static ss_status take_vector(ss_model *m, const ss_tensor *t, int64_t len, const
     return SS_OK;
 }
 
-static ss_status check_config(const ss_model_config *c, ss_error *err) {
-    if (c->n_layer < 1 || c->d_model < 1 || c->n_head < 1 || c->d_ff < 1 || c->vocab_rows < 1)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                       "model config sizes must be positive (n_layer=%d d_model=%d n_head=%d d_ff=%d vocab=%d)",
-                       c->n_layer, c->d_model, c->n_head, c->d_ff, c->vocab_rows);
+ss_status ss_model_config_rules(const ss_model_config *c, ss_error *err) {
     if (c->d_model % c->n_head != 0)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "d_model %d is not divisible by n_head %d",
-                       c->d_model, c->n_head);
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "d_model %d is not divisible by n_head %d", c->d_model, c->n_head);
     const int hd = c->d_model / c->n_head;
-    if (c->rotary_dim < 0 || c->rotary_dim > hd || c->rotary_dim % 2 != 0)
+    if (c->rotary_dim > hd || c->rotary_dim % 2 != 0)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "rotary_dim %d must be even and in [0, head_dim=%d]",
                        c->rotary_dim, hd);
-    if (!(c->rotary_base > 0.0))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "rotary_base must be positive");
-    if (!(c->layer_norm_eps > 0.0f))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "layer_norm_eps must be positive");
     return SS_OK;
+}
+
+/* GPT_NEOX_TENSORS(X): X(scope, name, rows, cols, attention_bias, member).
+ * scope LAYER: a tensor of every layer, named with its index; MODEL: one.
+ * `member` names both the given ss_tensor (ss_layer_weights / ss_weights)
+ * and where the model keeps it (ss_layer / ss_model). */
+#define GPT_NEOX_TENSORS(X)                                                                             \
+    X(MODEL, "gpt_neox.embed_in.weight", SS_DIM_VOCAB, SS_DIM_D, 0, embed_in)                         \
+    X(LAYER, "gpt_neox.layers.%d.input_layernorm.weight", SS_DIM_D, SS_DIM_ONE, 0, ln1_w)             \
+    X(LAYER, "gpt_neox.layers.%d.input_layernorm.bias", SS_DIM_D, SS_DIM_ONE, 0, ln1_b)               \
+    X(LAYER, "gpt_neox.layers.%d.post_attention_layernorm.weight", SS_DIM_D, SS_DIM_ONE, 0, ln2_w)    \
+    X(LAYER, "gpt_neox.layers.%d.post_attention_layernorm.bias", SS_DIM_D, SS_DIM_ONE, 0, ln2_b)      \
+    X(LAYER, "gpt_neox.layers.%d.attention.query_key_value.weight", SS_DIM_3D, SS_DIM_D, 0, qkv_w)    \
+    X(LAYER, "gpt_neox.layers.%d.attention.query_key_value.bias", SS_DIM_3D, SS_DIM_ONE, 1, qkv_b)    \
+    X(LAYER, "gpt_neox.layers.%d.attention.dense.weight", SS_DIM_D, SS_DIM_D, 0, out_w)               \
+    X(LAYER, "gpt_neox.layers.%d.attention.dense.bias", SS_DIM_D, SS_DIM_ONE, 1, out_b)               \
+    X(LAYER, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", SS_DIM_FF, SS_DIM_D, 0, fc1_w)            \
+    X(LAYER, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", SS_DIM_FF, SS_DIM_ONE, 0, fc1_b)            \
+    X(LAYER, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", SS_DIM_D, SS_DIM_FF, 0, fc2_w)            \
+    X(LAYER, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", SS_DIM_D, SS_DIM_ONE, 0, fc2_b)             \
+    X(MODEL, "gpt_neox.final_layer_norm.weight", SS_DIM_D, SS_DIM_ONE, 0, final_ln_w)                 \
+    X(MODEL, "gpt_neox.final_layer_norm.bias", SS_DIM_D, SS_DIM_ONE, 0, final_ln_b)                   \
+    X(MODEL, "embed_out.weight", SS_DIM_VOCAB, SS_DIM_D, 0, embed_out)
+
+#define PER_LAYER_LAYER 1
+#define PER_LAYER_MODEL 0
+#define GIVEN_LAYER ss_layer_weights
+#define GIVEN_MODEL ss_weights
+#define OWN_LAYER ss_layer
+#define OWN_MODEL ss_model
+#define SPEC(scope, name, rows, cols, bias, member) \
+    {name, PER_LAYER_##scope, rows, cols, bias, offsetof(GIVEN_##scope, member)},
+#define OWN_OFFSET(scope, name, rows, cols, bias, member) offsetof(OWN_##scope, member),
+static const ss_tensor_spec tensor_specs[] = {GPT_NEOX_TENSORS(SPEC)};
+static const size_t own_offsets[] = {GPT_NEOX_TENSORS(OWN_OFFSET)};
+#undef SPEC
+#undef OWN_OFFSET
+
+const ss_tensor_spec *ss_tensor_specs(int *count) {
+    *count = (int)(sizeof tensor_specs / sizeof tensor_specs[0]);
+    return tensor_specs;
+}
+
+int64_t ss_dim_size(const ss_model_config *c, ss_dim dim) {
+    switch (dim) {
+    case SS_DIM_D: return c->d_model;
+    case SS_DIM_3D: return 3 * (int64_t)c->d_model;
+    case SS_DIM_FF: return c->d_ff;
+    case SS_DIM_VOCAB: return c->vocab_rows;
+    default: return 1;
+    }
+}
+
+/* Tensor i of the table (of `layer`, for per-layer tensors) into the model:
+ * matrices in the storage dtype, vectors as f32 copies. */
+static ss_status take_tensor(ss_model *m, const ss_weights *w, int i, int layer, ss_error *err) {
+    const ss_tensor_spec *t = &tensor_specs[i];
+    char name[160];
+    snprintf(name, sizeof name, t->name, layer);
+    const char *given_base = t->per_layer ? (const char *)&w->layers[layer] : (const char *)w;
+    const ss_tensor *given = (const ss_tensor *)(given_base + t->offset);
+    char *own_base = t->per_layer ? (char *)&m->layers[layer] : (char *)m;
+    void *slot = own_base + own_offsets[i];
+    const int64_t rows = ss_dim_size(&m->cfg, t->rows), cols = ss_dim_size(&m->cfg, t->cols);
+    if (t->cols == SS_DIM_ONE) return take_vector(m, given, rows, name, (float **)slot, err);
+    if (m->wtype == SS_I8 && t->offset == offsetof(ss_weights, embed_in) && !t->per_layer) {
+        /* embed_in stays as given: borrowed, one row is read per token */
+        ss_status st = check_shape(given, rows, cols, name, err);
+        if (st != SS_OK) return st;
+        m->embed_in = given->data;
+        m->etype = given->dtype;
+        return SS_OK;
+    }
+    return take_matrix(m, given, rows, cols, name, (const void **)slot, err);
 }
 
 ss_status ss_model_create(const ss_model_config *config, const ss_weights *w, ss_dtype weight_dtype,
                           ss_model **out, ss_error *err) {
     *out = NULL;
-    ss_status st = check_config(config, err);
+    ss_status st = ss_config_check(SS_CONFIG_MODEL, config, err);
     if (st != SS_OK) return st;
     if (weight_dtype != SS_F32 && weight_dtype != SS_F16 && weight_dtype != SS_BF16 && weight_dtype != SS_I8)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unsupported weight dtype %d", (int)weight_dtype);
@@ -115,55 +182,25 @@ ss_status ss_model_create(const ss_model_config *config, const ss_weights *w, ss
     if (!m) return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate the model");
     m->cfg = *config;
     m->wtype = weight_dtype;
+    m->etype = weight_dtype;
     m->head_dim = config->d_model / config->n_head;
-    const int64_t d = config->d_model, ff = config->d_ff, V = config->vocab_rows;
     m->layers = calloc((size_t)config->n_layer, sizeof *m->layers);
     if (!m->layers) {
         ss_model_free(m);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate the model");
     }
-    char name[160];
-#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-#define TRY(call)                  \
-    do {                           \
-        st = (call);               \
-        if (st != SS_OK) goto fail; \
-    } while (0)
-    if (weight_dtype == SS_I8) { /* embed_in stays as given: borrowed, one row per token */
-        TRY(check_shape(&w->embed_in, V, d, "gpt_neox.embed_in.weight", err));
-        m->embed_in = w->embed_in.data;
-        m->etype = w->embed_in.dtype;
-    } else {
-        m->etype = weight_dtype;
-        TRY(take_matrix(m, &w->embed_in, V, d, "gpt_neox.embed_in.weight", &m->embed_in, err));
+    const int n_specs = (int)(sizeof tensor_specs / sizeof tensor_specs[0]);
+    for (int i = 0; i < n_specs && st == SS_OK; i++)
+        if (!tensor_specs[i].per_layer) st = take_tensor(m, w, i, 0, err);
+    for (int layer = 0; layer < config->n_layer && st == SS_OK; layer++)
+        for (int i = 0; i < n_specs && st == SS_OK; i++)
+            if (tensor_specs[i].per_layer) st = take_tensor(m, w, i, layer, err);
+    if (st != SS_OK) {
+        ss_model_free(m);
+        return st;
     }
-    TRY(take_matrix(m, &w->embed_out, V, d, "embed_out.weight", &m->embed_out, err));
-    TRY(take_vector(m, &w->final_ln_w, d, "gpt_neox.final_layer_norm.weight", &m->lnf_w, err));
-    TRY(take_vector(m, &w->final_ln_b, d, "gpt_neox.final_layer_norm.bias", &m->lnf_b, err));
-    for (int i = 0; i < config->n_layer; i++) {
-        const ss_layer_weights *src = &w->layers[i];
-        ss_layer *L = &m->layers[i];
-        const char *p = "gpt_neox.layers";
-        TRY(take_vector(m, &src->ln1_w, d, NAME("%s.%d.input_layernorm.weight", p, i), &L->ln1_w, err));
-        TRY(take_vector(m, &src->ln1_b, d, NAME("%s.%d.input_layernorm.bias", p, i), &L->ln1_b, err));
-        TRY(take_vector(m, &src->ln2_w, d, NAME("%s.%d.post_attention_layernorm.weight", p, i), &L->ln2_w, err));
-        TRY(take_vector(m, &src->ln2_b, d, NAME("%s.%d.post_attention_layernorm.bias", p, i), &L->ln2_b, err));
-        TRY(take_matrix(m, &src->qkv_w, 3 * d, d, NAME("%s.%d.attention.query_key_value.weight", p, i), &L->qkv_w, err));
-        TRY(take_vector(m, &src->qkv_b, 3 * d, NAME("%s.%d.attention.query_key_value.bias", p, i), &L->qkv_b, err));
-        TRY(take_matrix(m, &src->out_w, d, d, NAME("%s.%d.attention.dense.weight", p, i), &L->out_w, err));
-        TRY(take_vector(m, &src->out_b, d, NAME("%s.%d.attention.dense.bias", p, i), &L->out_b, err));
-        TRY(take_matrix(m, &src->fc1_w, ff, d, NAME("%s.%d.mlp.dense_h_to_4h.weight", p, i), &L->fc1_w, err));
-        TRY(take_vector(m, &src->fc1_b, ff, NAME("%s.%d.mlp.dense_h_to_4h.bias", p, i), &L->fc1_b, err));
-        TRY(take_matrix(m, &src->fc2_w, d, ff, NAME("%s.%d.mlp.dense_4h_to_h.weight", p, i), &L->fc2_w, err));
-        TRY(take_vector(m, &src->fc2_b, d, NAME("%s.%d.mlp.dense_4h_to_h.bias", p, i), &L->fc2_b, err));
-    }
-#undef TRY
-#undef NAME
     *out = m;
     return SS_OK;
-fail:
-    ss_model_free(m);
-    return st;
 }
 
 ss_status ss_model_set_device(ss_model *m, int device, ss_error *err) {

@@ -24,7 +24,7 @@ struct ss_model {
     ss_layer *layers;
     const void *embed_in;  /* stored as etype */
     const void *embed_out; /* stored as wtype */
-    float *lnf_w, *lnf_b;
+    float *final_ln_w, *final_ln_b;
     void **owned; /* every buffer the model allocated */
     size_t n_owned, cap_owned;
 };

@@ -38,7 +38,13 @@ int ss_sigint_disarm(ss_sigint_guard *g);
  * check, as for a Ctrl-C just after the call. */
 int ss_sigint_end(ss_sigint_guard *g, ss_status st);
 
+/* A dict of configuration values into a C struct of that kind (defaults
+ * for missing keys), checked by the core; -1 with an exception set. Arrays
+ * the struct borrows (IDS fields) are appended to keep. py_config.c. */
+int ss_py_config_parse(ss_config_kind kind, PyObject *values, void *config, PyObject *keep);
+
 /* Each binding file adds its types/functions to the module. */
+int ss_py_add_config(PyObject *module);
 int ss_py_add_model(PyObject *module);
 int ss_py_add_tokenizer(PyObject *module);
 int ss_py_add_kernels(PyObject *module); /* py_kernels.c: kernel access for tests */

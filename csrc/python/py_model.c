@@ -22,45 +22,19 @@ static int parse_dtype(const char *name, ss_dtype *out) {
     return 0;
 }
 
-/* (policy, n_sink, window, capacity, compress_every, max_drop, overlap, heavy,
- *  refresh_budget, refresh, structural_ids, entropy_threshold). The structural
- * ids array is kept in *ids (new reference, may be NULL) until the states that
- * borrow it are created. */
-static int parse_cache(PyObject *t, ss_cache_config *c, PyArrayObject **ids) {
-    int policy, refresh;
-    PyObject *ids_obj;
-    memset(c, 0, sizeof *c);
-    *ids = NULL;
-    if (!PyArg_ParseTuple(t, "iiiiiiiiiiOf", &policy, &c->n_sink, &c->window, &c->capacity, &c->compress_every,
-                          &c->max_drop, &c->overlap, &c->heavy, &c->refresh_budget, &refresh, &ids_obj,
-                          &c->entropy_threshold))
-        return -1;
-    c->policy = (ss_cache_policy)policy;
-    c->refresh = (ss_refresh_select)refresh;
-    if (ids_obj != Py_None) {
-        *ids = (PyArrayObject *)PyArray_FROMANY(ids_obj, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
-        if (!*ids) return -1;
-        c->structural_ids = PyArray_DATA(*ids);
-        c->n_structural = (int)PyArray_DIM(*ids, 0);
+/* A cache config for a call over `needed` tokens: a full cache without a
+ * capacity holds them all. */
+static int parse_cache(PyObject *values, int64_t needed, ss_cache_config *c, PyObject *keep) {
+    if (ss_py_config_parse(SS_CONFIG_CACHE, values, c, keep) < 0) return -1;
+    if (c->policy == SS_CACHE_FULL && c->capacity == 0) {
+        if (needed > SS_MAX_TOKENS) {
+            PyErr_Format(PyExc_ValueError,
+                         "a full cache for %lld tokens exceeds the limit of %d: use a bounded CacheConfig.policy "
+                         "(window/streaming) for streams this long", (long long)needed, SS_MAX_TOKENS);
+            return -1;
+        }
+        c->capacity = needed > 0 ? (int)needed : 1;
     }
-    return 0;
-}
-
-/* (kind, k, adaptive, k_min, k_max, ema_decay, cost_ratio, lookup_ngram, forced_acceptance) */
-static int parse_spec(PyObject *t, ss_speculative *s) {
-    int kind;
-    if (!PyArg_ParseTuple(t, "iiiiiffif", &kind, &s->k, &s->adaptive, &s->k_min, &s->k_max,
-                          &s->ema_decay, &s->cost_ratio, &s->lookup_ngram, &s->forced_acceptance))
-        return -1;
-    s->kind = (ss_draft_kind)kind;
-    return 0;
-}
-
-/* (temperature, top_k, top_p, seed) */
-static int parse_sampling(PyObject *t, ss_sampling *s) {
-    unsigned long long seed;
-    if (!PyArg_ParseTuple(t, "fifK", &s->temperature, &s->top_k, &s->top_p, &seed)) return -1;
-    s->seed = seed;
     return 0;
 }
 
@@ -117,54 +91,40 @@ static int get_tensor(PyObject *tensors, PyObject *keep, const char *name, ss_te
     return PyList_Append(keep, obj);
 }
 
+/* Model(config: dict, tensors: dict[name, array], dtype) */
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"config", "tensors", "dtype", NULL};
     if (self->model) { /* generators may borrow it: never replace it under them */
         PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
         return -1;
     }
-    PyObject *cfg_t, *tensors;
+    PyObject *cfg_values, *tensors;
     const char *dtype_name;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!s", kwlist, &PyTuple_Type, &cfg_t, &PyDict_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!s", kwlist, &PyDict_Type, &cfg_values, &PyDict_Type,
                                      &tensors, &dtype_name))
         return -1;
     ss_model_config c;
-    if (!PyArg_ParseTuple(cfg_t, "iiiiiidfii", &c.n_layer, &c.d_model, &c.n_head, &c.d_ff, &c.vocab_rows,
-                          &c.rotary_dim, &c.rotary_base, &c.layer_norm_eps, &c.parallel_residual, &c.gelu_tanh))
-        return -1;
     ss_dtype dtype;
-    if (parse_dtype(dtype_name, &dtype) < 0) return -1;
-    if (c.n_layer < 1 || c.n_layer > 4096) {
-        PyErr_Format(PyExc_ValueError, "n_layer must be in [1, 4096], got %d", c.n_layer);
+    PyObject *keep = PyList_New(0);
+    if (!keep || ss_py_config_parse(SS_CONFIG_MODEL, cfg_values, &c, keep) < 0 || parse_dtype(dtype_name, &dtype) < 0) {
+        Py_XDECREF(keep);
         return -1;
     }
-    PyObject *keep = PyList_New(0);
     ss_layer_weights *layers = PyMem_Calloc((size_t)c.n_layer, sizeof *layers);
-    if (!keep || !layers) {
-        Py_XDECREF(keep);
-        PyMem_Free(layers);
+    if (!layers) {
+        Py_DECREF(keep);
         PyErr_NoMemory();
         return -1;
     }
     ss_weights w = {.layers = layers};
-    int rc = 0;
-    rc |= get_tensor(tensors, keep, "gpt_neox.embed_in.weight", &w.embed_in);
-    rc |= get_tensor(tensors, keep, "embed_out.weight", &w.embed_out);
-    rc |= get_tensor(tensors, keep, "gpt_neox.final_layer_norm.weight", &w.final_ln_w);
-    rc |= get_tensor(tensors, keep, "gpt_neox.final_layer_norm.bias", &w.final_ln_b);
+    int n_specs, rc = 0;
+    const ss_tensor_spec *specs = ss_tensor_specs(&n_specs);
     char name[160];
-    for (int i = 0; i < c.n_layer && rc == 0; i++) {
-        struct { const char *suffix; ss_tensor *dst; } parts[] = {
-            {"input_layernorm.weight", &layers[i].ln1_w}, {"input_layernorm.bias", &layers[i].ln1_b},
-            {"post_attention_layernorm.weight", &layers[i].ln2_w}, {"post_attention_layernorm.bias", &layers[i].ln2_b},
-            {"attention.query_key_value.weight", &layers[i].qkv_w}, {"attention.query_key_value.bias", &layers[i].qkv_b},
-            {"attention.dense.weight", &layers[i].out_w}, {"attention.dense.bias", &layers[i].out_b},
-            {"mlp.dense_h_to_4h.weight", &layers[i].fc1_w}, {"mlp.dense_h_to_4h.bias", &layers[i].fc1_b},
-            {"mlp.dense_4h_to_h.weight", &layers[i].fc2_w}, {"mlp.dense_4h_to_h.bias", &layers[i].fc2_b},
-        };
-        for (size_t p = 0; p < sizeof parts / sizeof parts[0] && rc == 0; p++) {
-            snprintf(name, sizeof name, "gpt_neox.layers.%d.%s", i, parts[p].suffix);
-            rc |= get_tensor(tensors, keep, name, parts[p].dst);
+    for (int i = 0; i < n_specs && rc == 0; i++) {
+        for (int layer = 0; layer < (specs[i].per_layer ? c.n_layer : 1) && rc == 0; layer++) {
+            snprintf(name, sizeof name, specs[i].name, layer);
+            char *base = specs[i].per_layer ? (char *)&layers[layer] : (char *)&w;
+            rc = get_tensor(tensors, keep, name, (ss_tensor *)(base + specs[i].offset));
         }
     }
     if (rc != 0) {
@@ -197,26 +157,28 @@ static int check_model(ModelObject *self) {
     return 0;
 }
 
-/* forward(ids, cache, chunk) -> logits [n, vocab_rows] of a fresh sequence */
+/* forward(ids, cache: dict, chunk) -> logits [n, vocab_rows] of a fresh sequence */
 static PyObject *Model_forward(ModelObject *self, PyObject *args) {
-    PyObject *ids_obj, *cache_t;
+    PyObject *ids_obj, *cache_values;
     int chunk;
-    if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!i", &ids_obj, &PyTuple_Type, &cache_t, &chunk)) return NULL;
-    ss_cache_config cache;
-    PyArrayObject *structural;
-    if (parse_cache(cache_t, &cache, &structural) < 0) return NULL;
+    if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!i", &ids_obj, &PyDict_Type, &cache_values, &chunk))
+        return NULL;
     PyArrayObject *ids = as_ids(ids_obj, "ids");
-    if (!ids) {
-        Py_XDECREF(structural);
+    if (!ids) return NULL;
+    const npy_intp n = PyArray_DIM(ids, 0);
+    ss_cache_config cache;
+    PyObject *keep = PyList_New(0);
+    if (!keep || parse_cache(cache_values, n, &cache, keep) < 0) {
+        Py_XDECREF(keep);
+        Py_DECREF(ids);
         return NULL;
     }
-    const npy_intp n = PyArray_DIM(ids, 0);
     const int V = ss_model_get_config(self->model)->vocab_rows;
     npy_intp dims[2] = {n, V};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (!out) {
         Py_DECREF(ids);
-        Py_XDECREF(structural);
+        Py_DECREF(keep);
         return NULL;
     }
     ss_error err = {{0}};
@@ -228,7 +190,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     ss_sigint_guard sigint;
     const volatile int *cancel;
     if (ss_sigint_arm(&sigint, &cancel) < 0) {
-        Py_DECREF(out); Py_DECREF(ids); Py_XDECREF(structural);
+        Py_DECREF(out); Py_DECREF(ids); Py_DECREF(keep);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -247,7 +209,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     ss_state_free(state);
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
-    Py_XDECREF(structural);
+    Py_DECREF(keep);
     if (ss_sigint_end(&sigint, st) < 0) {
         Py_DECREF(out);
         return NULL;
@@ -265,16 +227,18 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
  * tokens -- with interrupted = True, and leaves raising KeyboardInterrupt
  * to the caller, which keeps those results (specstream/eval.py). */
 static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
-    PyObject *ids_obj, *cache_t;
+    PyObject *ids_obj, *cache_values;
     int chunk, record;
-    if (check_model(self) < 0 || !PyArg_ParseTuple(args, "OO!ip", &ids_obj, &PyTuple_Type, &cache_t, &chunk, &record))
+    if (check_model(self) < 0 ||
+        !PyArg_ParseTuple(args, "OO!ip", &ids_obj, &PyDict_Type, &cache_values, &chunk, &record))
         return NULL;
-    ss_cache_config cache;
-    PyArrayObject *structural;
-    if (parse_cache(cache_t, &cache, &structural) < 0) return NULL;
     PyArrayObject *ids = as_ids(ids_obj, "ids");
-    if (!ids) {
+    if (!ids) return NULL;
+    ss_cache_config cache;
+    PyObject *structural = PyList_New(0); /* arrays the cache config borrows */
+    if (!structural || parse_cache(cache_values, PyArray_DIM(ids, 0), &cache, structural) < 0) {
         Py_XDECREF(structural);
+        Py_DECREF(ids);
         return NULL;
     }
     const npy_intp n = PyArray_DIM(ids, 0);
@@ -282,7 +246,7 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     PyArrayObject *nll = (PyArrayObject *)PyArray_ZEROS(1, &nd, NPY_FLOAT32, 0);
     PyArrayObject *vis = (PyArrayObject *)PyArray_ZEROS(1, &nv, NPY_INT32, 0);
     if (!nll || !vis) {
-        Py_XDECREF(nll); Py_XDECREF(vis); Py_DECREF(ids); Py_XDECREF(structural);
+        Py_XDECREF(nll); Py_XDECREF(vis); Py_DECREF(ids); Py_DECREF(structural);
         return NULL;
     }
     ss_error err = {{0}};
@@ -294,7 +258,7 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     ss_sigint_guard sigint;
     const volatile int *cancel;
     if (ss_sigint_arm(&sigint, &cancel) < 0) {
-        Py_DECREF(nll); Py_DECREF(vis); Py_DECREF(ids); Py_XDECREF(structural);
+        Py_DECREF(nll); Py_DECREF(vis); Py_DECREF(ids); Py_DECREF(structural);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -307,7 +271,7 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
-    Py_XDECREF(structural);
+    Py_DECREF(structural);
     const int interrupted = st == SS_ERR_CANCELLED;
     /* Not ss_sigint_end: when the evaluation was cut short the caller raises
      * KeyboardInterrupt with the partial results; a SIGINT that came after
@@ -437,13 +401,15 @@ static int claim(GeneratorObject *self) {
     return idle(self);
 }
 
-/* Generator(target, target_cache, draft|None, draft_cache, spec, sampling, prompt, max_new, stop_ids) */
+/* Generator(target, target_cache, draft|None, draft_cache, speculative, sampling, prompt, max_new, stop_ids);
+ * the configs are dicts of field values (missing fields: the core's
+ * defaults); a full cache without a capacity is sized by the core. */
 static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds) {
     (void)kwds;
-    PyObject *target, *tcache_t, *draft, *dcache_t, *spec_t, *samp_t, *prompt_obj, *stop_obj;
+    PyObject *target, *tcache_values, *draft, *dcache_values, *spec_values, *samp_values, *prompt_obj, *stop_obj;
     long long max_new;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!O!OLO", &ModelType, &target, &PyTuple_Type, &tcache_t, &draft,
-                          &PyTuple_Type, &dcache_t, &PyTuple_Type, &spec_t, &PyTuple_Type, &samp_t,
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!O!OLO", &ModelType, &target, &PyDict_Type, &tcache_values, &draft,
+                          &PyDict_Type, &dcache_values, &PyDict_Type, &spec_values, &PyDict_Type, &samp_values,
                           &prompt_obj, &max_new, &stop_obj))
         return -1;
     if (draft != Py_None && !PyObject_TypeCheck(draft, &ModelType)) {
@@ -453,22 +419,20 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     ss_cache_config tcache, dcache;
     ss_speculative spec;
     ss_sampling samp;
-    PyArrayObject *t_ids = NULL, *d_ids = NULL;
-    if (parse_cache(tcache_t, &tcache, &t_ids) < 0 || parse_cache(dcache_t, &dcache, &d_ids) < 0 ||
-        parse_spec(spec_t, &spec) < 0 || parse_sampling(samp_t, &samp) < 0) {
-        Py_XDECREF(t_ids);
-        Py_XDECREF(d_ids);
-        return -1;
-    }
+    PyObject *keep = PyList_New(0); /* arrays the configs borrow */
     PyArrayObject *prompt = NULL, *stops = NULL;
-    if (check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0) ||
+    if (!keep || ss_py_config_parse(SS_CONFIG_CACHE, tcache_values, &tcache, keep) < 0 ||
+        ss_py_config_parse(SS_CONFIG_CACHE, dcache_values, &dcache, keep) < 0 ||
+        ss_py_config_parse(SS_CONFIG_SPECULATIVE, spec_values, &spec, keep) < 0 ||
+        ss_py_config_parse(SS_CONFIG_SAMPLING, samp_values, &samp, keep) < 0 ||
+        check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0) ||
         !(prompt = as_ids(prompt_obj, "prompt")) || !(stops = as_ids(stop_obj, "stop_token_ids"))) {
-        Py_XDECREF(prompt); Py_XDECREF(stops); Py_XDECREF(t_ids); Py_XDECREF(d_ids);
+        Py_XDECREF(prompt); Py_XDECREF(stops); Py_XDECREF(keep);
         return -1;
     }
     const npy_intp n_prompt = PyArray_DIM(prompt, 0);
     if (n_prompt > INT32_MAX) {
-        Py_DECREF(prompt); Py_DECREF(stops); Py_XDECREF(t_ids); Py_XDECREF(d_ids);
+        Py_DECREF(prompt); Py_DECREF(stops); Py_DECREF(keep);
         PyErr_SetString(PyExc_ValueError, "prompt is too long");
         return -1;
     }
@@ -483,8 +447,7 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     Py_END_ALLOW_THREADS
     Py_DECREF(prompt);
     Py_DECREF(stops);
-    Py_XDECREF(t_ids);
-    Py_XDECREF(d_ids);
+    Py_DECREF(keep);
     if (st != SS_OK) {
         ss_py_raise(st, &err);
         return -1;

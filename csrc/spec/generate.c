@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "config.h"
 #include "spec/sampling.h"
 
 enum { PREFILL_CHUNK = 256, MIN_BOUNDED_CHUNK = 16, LOOKUP_HORIZON = 4096 };
@@ -57,37 +58,12 @@ struct ss_generator {
 
 static int greedy(const ss_generator *g) { return g->sampling.temperature <= 0.0f; }
 
-static ss_status check_speculative(const ss_speculative *s, ss_error *err) {
-    if (s->kind < SS_DRAFT_NONE || s->kind > SS_DRAFT_LOOKUP)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unknown draft kind %d", (int)s->kind);
-    if (s->kind == SS_DRAFT_NONE) return SS_OK;
-    if (s->k < 1) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "speculative k must be >= 1, got %d", s->k);
-    if (s->k > 64) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "speculative k must be <= 64, got %d", s->k);
-    if (s->adaptive) {
-        if (s->k_min < 1 || s->k_max < s->k_min || s->k_max > 64)
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
-                           "adaptive k needs 1 <= k_min <= k_max <= 64, got k_min=%d k_max=%d", s->k_min, s->k_max);
-        if (!(s->ema_decay >= 0.0f && s->ema_decay < 1.0f))
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "ema_decay must be in [0, 1), got %g", (double)s->ema_decay);
-        if (!(s->cost_ratio <= 1e3f)) /* NaN fails too; any negative value means "measured" */
-            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "cost_ratio must be <= 1000 (or < 0: measured), got %g",
-                           (double)s->cost_ratio);
-    }
-    if (s->kind == SS_DRAFT_LOOKUP && s->lookup_ngram < 1)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "lookup_ngram must be >= 1, got %d", s->lookup_ngram);
-    if (s->forced_acceptance > 1.0f)
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "forced_acceptance must be <= 1, got %g",
-                       (double)s->forced_acceptance);
-    return SS_OK;
-}
+const char *const ss_spec_method_names[] = {"none", "draft", "lookup", NULL};
 
-static ss_status check_sampling(const ss_sampling *s, ss_error *err) {
-    if (!(s->temperature >= 0.0f) || isinf(s->temperature))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "temperature must be finite and >= 0, got %g",
-                       (double)s->temperature);
-    if (s->top_k < 0) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "top_k must be >= 0, got %d", s->top_k);
-    if (!(s->top_p > 0.0f && s->top_p <= 1.0f))
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "top_p must be in (0, 1], got %g", (double)s->top_p);
+ss_status ss_speculative_rules(const ss_speculative *s, ss_error *err) {
+    if (s->adaptive && s->k_max < s->k_min)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "SpeculativeConfig needs k_min <= k_max <= 64, got k_min=%d k_max=%d", s->k_min, s->k_max);
     return SS_OK;
 }
 
@@ -116,6 +92,16 @@ static int state_batch(const ss_cache_config *cache, int k_cap) {
     return batch > k_cap + 1 ? batch : k_cap + 1;
 }
 
+static ss_status size_full_cache(ss_cache_config *c, int64_t needed, ss_error *err) {
+    if (c->policy != SS_CACHE_FULL || c->capacity > 0) return SS_OK;
+    if (needed > SS_MAX_TOKENS)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "a full cache for %lld tokens exceeds the limit of %d: use a bounded CacheConfig.policy "
+                       "(window/streaming) for streams this long", (long long)needed, SS_MAX_TOKENS);
+    c->capacity = (int)needed;
+    return SS_OK;
+}
+
 ss_status ss_generator_create(const ss_model *target, const ss_cache_config *target_cache,
                               const ss_model *draft, const ss_cache_config *draft_cache,
                               const ss_speculative *spec, const ss_sampling *sampling,
@@ -130,14 +116,14 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
                        (long long)max_new_tokens);
     if (n_stop < 0 || (n_stop > 0 && !stop_ids))
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "invalid stop ids");
-    ss_status st = check_sampling(sampling, err);
-    if (st == SS_OK) st = check_speculative(spec, err);
+    ss_status st = ss_config_check(SS_CONFIG_SAMPLING, sampling, err);
+    if (st == SS_OK) st = ss_config_check(SS_CONFIG_SPECULATIVE, spec, err);
     if (st != SS_OK) return st;
-    if (spec->kind == SS_DRAFT_MODEL && (!draft || !draft_cache))
+    if (spec->method == SS_SPEC_DRAFT && (!draft || !draft_cache))
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "speculative decoding with a draft model needs the draft");
     const ss_model_config *tc = ss_model_get_config(target);
     int vocab = tc->vocab_rows;
-    if (spec->kind == SS_DRAFT_MODEL) {
+    if (spec->method == SS_SPEC_DRAFT) {
         /* Padding rows beyond the tokenizer may differ; ids both know must mean
          * the same, which the caller checks against the tokenizers. */
         const int dv = ss_model_get_config(draft)->vocab_rows;
@@ -155,16 +141,19 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     ss_generator *g = calloc(1, sizeof *g);
     if (!g) return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate a generator");
     g->target = target;
-    g->draft = spec->kind == SS_DRAFT_MODEL ? draft : NULL;
+    g->draft = spec->method == SS_SPEC_DRAFT ? draft : NULL;
     g->spec = *spec;
     g->sampling = *sampling;
     g->vocab = vocab;
     ss_rng_seed(&g->rng, sampling->seed);
-    g->k_cap = spec->kind == SS_DRAFT_NONE ? 0 : spec->adaptive ? spec->k_max : spec->k;
+    g->k_cap = spec->method == SS_SPEC_NONE ? 0 : spec->adaptive ? spec->k_max : spec->k;
     g->k = spec->k;
     if (spec->adaptive) g->k = spec->k < spec->k_min ? spec->k_min : spec->k > spec->k_max ? spec->k_max : spec->k;
     g->ema_accept = 0.7;
-    g->ema_cost = spec->cost_ratio >= 0.0f ? spec->cost_ratio : 0.1;
+    if (spec->cost_ratio == SS_COST_RATIO_BYTES) /* what bounds batch-1 decode on a CPU */
+        g->ema_cost = g->draft ? (double)ss_model_weight_bytes(draft) / (double)ss_model_weight_bytes(target) : 0.0;
+    else
+        g->ema_cost = spec->cost_ratio == SS_COST_RATIO_MEASURED ? 0.1 : spec->cost_ratio;
     g->max_new = max_new_tokens;
     g->n_prompt = n_prompt;
     g->cap_tokens = n_prompt + 64;
@@ -188,9 +177,13 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     g->n_tokens = n_prompt;
     if (n_stop > 0) memcpy(g->stop_ids, stop_ids, (size_t)n_stop * sizeof(int32_t));
     g->n_stop = n_stop;
-    st = ss_state_create(target, target_cache, state_batch(target_cache, g->k_cap), &g->ts, err);
-    if (st == SS_OK && g->draft)
-        st = ss_state_create(draft, draft_cache, state_batch(draft_cache, g->k_cap), &g->ds, err);
+    /* A full cache without a capacity holds what this call can produce. */
+    const int64_t needed = (int64_t)n_prompt + max_new_tokens + g->k_cap + 2;
+    ss_cache_config tcache = *target_cache, dcache = draft_cache ? *draft_cache : *target_cache;
+    st = size_full_cache(&tcache, needed, err);
+    if (st == SS_OK) st = size_full_cache(&dcache, needed, err);
+    if (st == SS_OK) st = ss_state_create(target, &tcache, state_batch(&tcache, g->k_cap), &g->ts, err);
+    if (st == SS_OK && g->draft) st = ss_state_create(draft, &dcache, state_batch(&dcache, g->k_cap), &g->ds, err);
     if (st != SS_OK) {
         ss_generator_free(g);
         return st;
@@ -403,7 +396,7 @@ static ss_status speculative_step(ss_generator *g, ss_error *err) {
     if (g->spec.adaptive) {
         const double w = g->spec.ema_decay;
         g->ema_accept = w * g->ema_accept + (1.0 - w) * ((double)accepted / k);
-        if (g->spec.cost_ratio < 0.0f && g->ds && t2 > t1) g->ema_cost = w * g->ema_cost + (1.0 - w) * ((t1 - t0) / k) / (t2 - t1);
+        if (g->spec.cost_ratio == SS_COST_RATIO_MEASURED && g->ds && t2 > t1) g->ema_cost = w * g->ema_cost + (1.0 - w) * ((t1 - t0) / k) / (t2 - t1);
         g->k = pick_k(g);
     }
     return st;
@@ -431,7 +424,7 @@ ss_status ss_generator_step(ss_generator *g, int32_t *out, int max_tokens, int *
             if (!g->started) g->t_start = ss_now();
             g->started = 1;
             st = prefill(g, cancel, err);
-        } else if (g->spec.kind == SS_DRAFT_NONE) {
+        } else if (g->spec.method == SS_SPEC_NONE) {
             st = plain_step(g, err);
         } else {
             st = speculative_step(g, err);

@@ -1,4 +1,6 @@
 #include "spec/sampling.h"
+#include "common.h"
+#include "config.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -131,4 +133,14 @@ int ss_sample(const float *probs, int n, ss_rng *rng) {
         if (u < cum) return i;
     }
     return last; /* rounding left u just above the total */
+}
+
+/* Below this temperature 1 / T overflows float32. */
+#define MIN_TEMPERATURE 1e-30f
+
+ss_status ss_sampling_rules(const ss_sampling *s, ss_error *err) {
+    if (s->temperature > 0.0f && s->temperature < MIN_TEMPERATURE)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "temperature must be 0 (greedy) or >= %g, got %g",
+                       (double)MIN_TEMPERATURE, (double)s->temperature);
+    return SS_OK;
 }

@@ -153,32 +153,43 @@ enum { N_CACHES = 11 };
 
 static const int32_t STRUCTURAL[] = {3, 7, 11};
 
+/* The default cache config (a zero-initialised one is not valid). */
+static ss_cache_config cache_defaults(ss_cache_policy policy) {
+    ss_cache_config c;
+    ss_config_defaults(SS_CONFIG_CACHE, &c);
+    c.policy = policy;
+    return c;
+}
+
+static ss_cache_config full_cache(int capacity) {
+    ss_cache_config c = cache_defaults(SS_CACHE_FULL);
+    c.capacity = capacity;
+    return c;
+}
+
 static ss_cache_config cache_config(int which) {
-    ss_cache_config c = {.policy = SS_CACHE_FULL, .capacity = 512, .compress_every = 1};
+    static const ss_cache_policy policies[N_CACHES] = {
+        SS_CACHE_FULL, SS_CACHE_WINDOW, SS_CACHE_STREAMING, SS_CACHE_STREAMING, SS_CACHE_RECOMPUTE, SS_CACHE_H2O,
+        SS_CACHE_SNAPKV, SS_CACHE_KEYNORM, SS_CACHE_STREAMING, SS_CACHE_WINDOW, SS_CACHE_STREAMING};
+    ss_cache_config c = cache_defaults(policies[which]);
+    c.n_sink = 2;
+    c.window = 8;
     switch (which) {
-    case 0: break;
-    case 1: c = (ss_cache_config){.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1}; break;
-    case 2: c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 1}; break;
+    case 0: c.capacity = 512; break;
     case 3: /* lazy pruning with spread-out eviction and overlap */
-        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 3, .window = 9, .compress_every = 5,
-                              .max_drop = 2, .overlap = 1};
+        c.n_sink = 3, c.window = 9, c.compress_every = 5, c.max_drop = 2, c.overlap = 1;
         break;
-    case 4: c = (ss_cache_config){.policy = SS_CACHE_RECOMPUTE, .window = 7, .compress_every = 1}; break;
-    case 5: c = (ss_cache_config){.policy = SS_CACHE_H2O, .n_sink = 2, .window = 6, .heavy = 3, .compress_every = 2}; break;
-    case 6: c = (ss_cache_config){.policy = SS_CACHE_SNAPKV, .n_sink = 2, .window = 6, .heavy = 3, .compress_every = 4}; break;
-    case 7: c = (ss_cache_config){.policy = SS_CACHE_KEYNORM, .n_sink = 1, .window = 6, .heavy = 2, .compress_every = 1}; break;
-    case 8:
-        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 3,
-                              .refresh_budget = 2, .refresh = SS_REFRESH_UNIFORM};
-        break;
+    case 4: c.window = 7; break;
+    case 5: c.window = 6, c.heavy = 3, c.compress_every = 2; break;
+    case 6: c.window = 6, c.heavy = 3, c.compress_every = 4; break;
+    case 7: c.n_sink = 1, c.window = 6, c.heavy = 2; break;
+    case 8: c.compress_every = 3, c.refresh_budget = 2, c.refresh = SS_REFRESH_UNIFORM; break;
     case 9:
-        c = (ss_cache_config){.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1, .refresh_budget = 3,
-                              .refresh = SS_REFRESH_STRUCTURAL, .structural_ids = STRUCTURAL, .n_structural = 3};
+        c.refresh_budget = 3, c.refresh = SS_REFRESH_STRUCTURAL;
+        c.structural_ids = STRUCTURAL, c.n_structural_ids = 3;
         break;
-    case 10:
-        c = (ss_cache_config){.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 4,
-                              .refresh_budget = 2, .refresh = SS_REFRESH_ENTROPY, .entropy_threshold = 3.0f};
-        break;
+    case 10: c.compress_every = 4, c.refresh_budget = 2, c.refresh = SS_REFRESH_ENTROPY, c.entropy_threshold = 3.0f; break;
+    default: break;
     }
     return c;
 }
@@ -285,7 +296,7 @@ static void exercise_eval(const ss_model *m, int which) {
 }
 
 typedef struct {
-    ss_draft_kind kind;
+    ss_spec_method method;
     int k, adaptive;
     float forced;
     ss_sampling sampling;
@@ -297,11 +308,17 @@ static int run_generation(const ss_model *t, const ss_model *d, const ss_cache_c
                           const gen_case *gc, int max_new, int32_t *out) {
     const int32_t prompt[] = {5, 9, 2, 5, 9, 2, 5, 9, 11, 4, 5, 9};
     const int32_t stops[] = {0};
-    ss_speculative spec = {.kind = gc->kind, .k = gc->k, .adaptive = gc->adaptive, .k_min = 1, .k_max = 6,
-                           .ema_decay = 0.7f, .cost_ratio = 0.1f, .lookup_ngram = 3,
-                           .forced_acceptance = gc->forced};
+    ss_speculative spec;
+    ss_config_defaults(SS_CONFIG_SPECULATIVE, &spec);
+    spec.method = gc->method;
+    spec.k = gc->k > 0 ? gc->k : 1;
+    spec.adaptive = gc->adaptive;
+    spec.k_max = 6;
+    spec.ema_decay = 0.7f;
+    spec.cost_ratio = 0.1f;
+    spec.forced_acceptance = gc->forced;
     ss_generator *g = NULL;
-    OK(ss_generator_create(t, tc, gc->kind == SS_DRAFT_MODEL ? d : NULL, dc, &spec, &gc->sampling, prompt,
+    OK(ss_generator_create(t, tc, gc->method == SS_SPEC_DRAFT ? d : NULL, dc, &spec, &gc->sampling, prompt,
                            (int)(sizeof prompt / sizeof prompt[0]), max_new, stops, 1, &g, E));
     if (!g) return 0;
     int total = 0;
@@ -339,13 +356,13 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
         ss_cache_config tc = cache_config(caches[ci]);
         if (tc.policy == SS_CACHE_FULL) tc.capacity = 12 + MAX_NEW + 8;
         const ss_cache_config dc = cache_config(2);
-        const gen_case plain = {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = greedy};
+        const gen_case plain = {.method = SS_SPEC_NONE, .forced = -1.0f, .sampling = greedy};
         const int n_ref = run_generation(t, d, &tc, &dc, &plain, MAX_NEW, ref);
         const gen_case greedy_cases[] = {
-            {.kind = SS_DRAFT_MODEL, .k = 4, .forced = -1.0f, .sampling = greedy},
-            {.kind = SS_DRAFT_MODEL, .k = 3, .adaptive = 1, .forced = -1.0f, .sampling = greedy},
-            {.kind = SS_DRAFT_LOOKUP, .k = 5, .forced = -1.0f, .sampling = greedy},
-            {.kind = SS_DRAFT_MODEL, .k = 2, .forced = -1.0f, .sampling = greedy, .use_padded_draft = 1},
+            {.method = SS_SPEC_DRAFT, .k = 4, .forced = -1.0f, .sampling = greedy},
+            {.method = SS_SPEC_DRAFT, .k = 3, .adaptive = 1, .forced = -1.0f, .sampling = greedy},
+            {.method = SS_SPEC_LOOKUP, .k = 5, .forced = -1.0f, .sampling = greedy},
+            {.method = SS_SPEC_DRAFT, .k = 2, .forced = -1.0f, .sampling = greedy, .use_padded_draft = 1},
         };
         /* Greedy speculative decoding is lossless for exact policies. */
         const int exact = tc.policy <= SS_CACHE_RECOMPUTE && tc.refresh_budget == 0 && tc.entropy_threshold == 0.0f;
@@ -360,18 +377,18 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
         for (size_t s = 0; s < sizeof samplers / sizeof samplers[0]; s++) {
             if ((quick || ci > 0) && s != ci % 4) continue;
             const gen_case cases[] = {
-                {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = samplers[s]},
-                {.kind = SS_DRAFT_MODEL, .k = 3, .forced = -1.0f, .sampling = samplers[s]},
-                {.kind = SS_DRAFT_LOOKUP, .k = 4, .forced = -1.0f, .sampling = samplers[s]},
-                {.kind = SS_DRAFT_MODEL, .k = 4, .forced = 0.5f, .sampling = samplers[s]},
+                {.method = SS_SPEC_NONE, .forced = -1.0f, .sampling = samplers[s]},
+                {.method = SS_SPEC_DRAFT, .k = 3, .forced = -1.0f, .sampling = samplers[s]},
+                {.method = SS_SPEC_LOOKUP, .k = 4, .forced = -1.0f, .sampling = samplers[s]},
+                {.method = SS_SPEC_DRAFT, .k = 4, .forced = 0.5f, .sampling = samplers[s]},
                 /* adaptive k follows measured timings: not reproducible */
-                {.kind = SS_DRAFT_MODEL, .k = 4, .adaptive = 1, .forced = -1.0f, .sampling = samplers[s]},
+                {.method = SS_SPEC_DRAFT, .k = 4, .adaptive = 1, .forced = -1.0f, .sampling = samplers[s]},
             };
             for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
                 int32_t again[MAX_OUT];
                 const int n1 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, out);
                 for (int i = 0; i < n1; i++) CHECK(out[i] >= 0 && out[i] < 97, "token %d", out[i]);
-                if (cases[c].kind != SS_DRAFT_MODEL || cases[c].adaptive) continue;
+                if (cases[c].method != SS_SPEC_DRAFT || cases[c].adaptive) continue;
                 const int n2 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, again);
                 CHECK(n1 == n2 && memcmp(out, again, (size_t)n1 * sizeof *out) == 0,
                       "sampling is not reproducible (cache %d, sampler %zu, case %zu)", caches[ci], s, c);
@@ -379,16 +396,18 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
         }
     }
     /* forced acceptance extremes, max_new_tokens 0, cancellation, early free */
-    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 128, .compress_every = 1};
-    const gen_case all = {.kind = SS_DRAFT_MODEL, .k = 6, .forced = 1.0f, .sampling = greedy};
-    const gen_case none = {.kind = SS_DRAFT_MODEL, .k = 6, .forced = 0.0f, .sampling = samplers[0]};
+    const ss_cache_config full = full_cache(128);
+    const gen_case all = {.method = SS_SPEC_DRAFT, .k = 6, .forced = 1.0f, .sampling = greedy};
+    const gen_case none = {.method = SS_SPEC_DRAFT, .k = 6, .forced = 0.0f, .sampling = samplers[0]};
     CHECK(run_generation(t, d, &full, &full, &all, MAX_NEW, out) >= 1, "forced 1");
     CHECK(run_generation(t, d, &full, &full, &none, MAX_NEW, out) >= 1, "forced 0");
-    const gen_case plain = {.kind = SS_DRAFT_NONE, .forced = -1.0f, .sampling = greedy};
+    const gen_case plain = {.method = SS_SPEC_NONE, .forced = -1.0f, .sampling = greedy};
     CHECK(run_generation(t, d, &full, &full, &plain, 0, out) == 0, "max_new_tokens 0");
 
     const int32_t prompt[] = {1, 2, 3};
-    const ss_speculative spec = {.kind = SS_DRAFT_MODEL, .k = 3, .k_min = 1, .k_max = 3, .forced_acceptance = -1.0f};
+    ss_speculative spec;
+    ss_config_defaults(SS_CONFIG_SPECULATIVE, &spec);
+    spec.k = 3;
     ss_generator *g = NULL;
     OK(ss_generator_create(t, &full, d, &full, &spec, &greedy, prompt, 3, 50, NULL, 0, &g, E));
     volatile int cancel = 1;
@@ -408,8 +427,10 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
         while (free_run[first] != stop) first++;
         g = NULL;
         const int32_t prompt12[] = {5, 9, 2, 5, 9, 2, 5, 9, 11, 4, 5, 9};
-        OK(ss_generator_create(t, &full, NULL, NULL, &(ss_speculative){.kind = SS_DRAFT_NONE}, &greedy, prompt12, 12,
-                               50, &stop, 1, &g, E));
+        ss_speculative none;
+        ss_config_defaults(SS_CONFIG_SPECULATIVE, &none);
+        none.method = SS_SPEC_NONE;
+        OK(ss_generator_create(t, &full, NULL, NULL, &none, &greedy, prompt12, 12, 50, &stop, 1, &g, E));
         int n = 0;
         while (g && !ss_generator_done(g)) {
             OK(ss_generator_step(g, out + n, MAX_NEW - n, &got, NULL, E));
@@ -428,7 +449,7 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     FAILS(SS_ERR_INVALID_ARGUMENT, "not divisible", ss_model_create(&cfg, &h->w, SS_F32, &bad, E));
     cfg = h->cfg;
     cfg.vocab_rows = 0;
-    FAILS(SS_ERR_INVALID_ARGUMENT, "positive", ss_model_create(&cfg, &h->w, SS_F32, &bad, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "ModelConfig.vocab_rows must be >= 1", ss_model_create(&cfg, &h->w, SS_F32, &bad, E));
     FAILS(SS_ERR_INVALID_ARGUMENT, "dtype", ss_model_create(&h->cfg, &h->w, (ss_dtype)9, &bad, E));
     /* a missing tensor and a wrong shape, named */
     ss_weights w = h->w;
@@ -450,21 +471,24 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
 
     /* states */
     ss_state *s = NULL;
-    const ss_cache_config bad_caches[] = {
-        {.policy = (ss_cache_policy)99, .window = 8, .compress_every = 1},
-        {.policy = SS_CACHE_FULL, .capacity = 0, .compress_every = 1},
-        {.policy = SS_CACHE_WINDOW, .window = 0, .compress_every = 1},
-        {.policy = SS_CACHE_STREAMING, .n_sink = 9, .window = 8, .compress_every = 1},
-        {.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 0},
-        {.policy = SS_CACHE_STREAMING, .n_sink = 2, .window = 8, .compress_every = 2, .overlap = 2},
-        {.policy = SS_CACHE_H2O, .n_sink = 2, .window = 8, .compress_every = 1, .heavy = 0},
-        {.policy = SS_CACHE_WINDOW, .window = 8, .compress_every = 1, .refresh_budget = 2, .refresh = SS_REFRESH_STRUCTURAL},
-    };
+    /* one rule broken at a time */
+    ss_cache_config bad_caches[8];
+    const ss_cache_policy bad_policies[8] = {SS_CACHE_WINDOW,    SS_CACHE_FULL,      SS_CACHE_WINDOW, SS_CACHE_STREAMING,
+                                             SS_CACHE_STREAMING, SS_CACHE_STREAMING, SS_CACHE_H2O,    SS_CACHE_WINDOW};
+    for (int i = 0; i < 8; i++) bad_caches[i] = cache_defaults(bad_policies[i]);
+    bad_caches[0].policy = 99;
+    bad_caches[1].capacity = 0; /* a full cache needs one before a state exists */
+    bad_caches[2].window = 0;
+    bad_caches[3].n_sink = 9, bad_caches[3].window = 8;
+    bad_caches[4].compress_every = 0;
+    bad_caches[5].compress_every = 2, bad_caches[5].overlap = 2;
+    bad_caches[6].heavy = 0;
+    bad_caches[7].window = 8, bad_caches[7].refresh_budget = 2, bad_caches[7].refresh = SS_REFRESH_STRUCTURAL;
     for (size_t i = 0; i < sizeof bad_caches / sizeof bad_caches[0]; i++) {
-        FAILS(SS_ERR_INVALID_ARGUMENT, "cache", ss_state_create(m, &bad_caches[i], 4, &s, E));
+        FAILS(SS_ERR_INVALID_ARGUMENT, "CacheConfig", ss_state_create(m, &bad_caches[i], 4, &s, E));
         CHECK(s == NULL, "failed state create returned a state");
     }
-    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 6, .compress_every = 1};
+    const ss_cache_config full = full_cache(6);
     FAILS(SS_ERR_INVALID_ARGUMENT, "max_batch", ss_state_create(m, &full, 0, &s, E));
     OK(ss_state_create(m, &full, 4, &s, E));
     const int32_t ids[] = {1, 2, 3, 4, 5, 6, 7, 8}, oob[] = {1, 97}, neg[] = {-1};
@@ -496,9 +520,11 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
 
     /* generators */
     ss_generator *g = NULL;
-    const ss_speculative none = {.kind = SS_DRAFT_NONE, .forced_acceptance = -1.0f};
+    ss_speculative none;
+    ss_config_defaults(SS_CONFIG_SPECULATIVE, &none);
+    none.method = SS_SPEC_NONE;
     const ss_sampling greedy = {.temperature = 0.0f, .top_p = 1.0f};
-    const ss_cache_config big = {.policy = SS_CACHE_FULL, .capacity = 64, .compress_every = 1};
+    const ss_cache_config big = full_cache(64);
     FAILS(SS_ERR_INVALID_ARGUMENT, "empty", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 0, 4, NULL, 0, &g, E));
     FAILS(SS_ERR_INVALID_ARGUMENT, "max_new_tokens", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 2, -1, NULL, 0, &g, E));
     FAILS(SS_ERR_OUT_OF_RANGE, "prompt token id 97", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, oob, 2, 4, NULL, 0, &g, E));
@@ -510,20 +536,28 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     };
     for (size_t i = 0; i < sizeof bad_samplings / sizeof bad_samplings[0]; i++)
         FAILS(SS_ERR_INVALID_ARGUMENT, "must", ss_generator_create(m, &big, NULL, NULL, &none, &bad_samplings[i], ids, 2, 4, NULL, 0, &g, E));
-    const ss_speculative bad_specs[] = {
-        {.kind = SS_DRAFT_LOOKUP, .k = 0, .lookup_ngram = 2, .forced_acceptance = -1.0f},
-        {.kind = SS_DRAFT_LOOKUP, .k = 65, .lookup_ngram = 2, .forced_acceptance = -1.0f},
-        {.kind = (ss_draft_kind)7, .k = 2, .forced_acceptance = -1.0f},
-        {.kind = SS_DRAFT_LOOKUP, .k = 2, .adaptive = 1, .k_min = 4, .k_max = 2, .lookup_ngram = 2, .forced_acceptance = -1.0f},
-        {.kind = SS_DRAFT_LOOKUP, .k = 2, .lookup_ngram = 0, .forced_acceptance = -1.0f},
-        {.kind = SS_DRAFT_LOOKUP, .k = 2, .lookup_ngram = 2, .forced_acceptance = 1.5f},
-        {.kind = SS_DRAFT_MODEL, .k = 2, .forced_acceptance = -1.0f}, /* no draft given */
-    };
+    /* one field out of its limits at a time, from the defaults */
+    ss_speculative bad_specs[7];
+    for (size_t i = 0; i < sizeof bad_specs / sizeof bad_specs[0]; i++) {
+        ss_config_defaults(SS_CONFIG_SPECULATIVE, &bad_specs[i]);
+        bad_specs[i].method = SS_SPEC_LOOKUP;
+    }
+    bad_specs[0].k = 0;
+    bad_specs[1].k = 65;
+    bad_specs[2].method = 7;
+    bad_specs[3].adaptive = 1, bad_specs[3].k_min = 4, bad_specs[3].k_max = 2;
+    bad_specs[4].lookup_ngram = 0;
+    bad_specs[5].forced_acceptance = 1.5f;
+    bad_specs[6].method = SS_SPEC_DRAFT; /* no draft given */
+    const char *const bad_spec_messages[] = {"SpeculativeConfig.k must be >= 1", "SpeculativeConfig.k must be <= 64",
+                                             "unknown method 7", "k_min <= k_max", "lookup_ngram must be >= 1",
+                                             "forced_acceptance must be in [0, 1]", "needs the draft"};
     for (size_t i = 0; i < sizeof bad_specs / sizeof bad_specs[0]; i++)
-        FAILS(SS_ERR_INVALID_ARGUMENT, "", ss_generator_create(m, &big, NULL, NULL, &bad_specs[i], &greedy, ids, 2, 4, NULL, 0, &g, E));
+        FAILS(SS_ERR_INVALID_ARGUMENT, bad_spec_messages[i],
+              ss_generator_create(m, &big, NULL, NULL, &bad_specs[i], &greedy, ids, 2, 4, NULL, 0, &g, E));
     CHECK(g == NULL, "failed generator create returned a generator");
     /* the target cache too small for the prompt fails at the first step */
-    const ss_cache_config tiny = {.policy = SS_CACHE_FULL, .capacity = 4, .compress_every = 1};
+    const ss_cache_config tiny = full_cache(4);
     OK(ss_generator_create(m, &tiny, NULL, NULL, &none, &greedy, ids, 8, 4, NULL, 0, &g, E));
     int32_t out[8];
     int got;
@@ -565,7 +599,7 @@ static void *thread_main(void *arg) {
     static float logits[4][40 * 97];
     float *lg = logits[job->seed % 4];
     for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 11 + job->seed) % V);
-    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 64, .compress_every = 1};
+    const ss_cache_config full = full_cache(64);
     ss_state *s = NULL;
     ss_error err = {{0}};
     job->st = ss_state_create(job->m, &full, 40, &s, &err);
@@ -597,7 +631,7 @@ static void exercise_dtypes(void) {
     const ss_dtype dts[] = {SS_F32, SS_F16, SS_BF16, SS_I8};
     const int32_t ids[] = {4, 8, 15, 16, 23, 42};
     float ref[6 * 97], got[6 * 97];
-    const ss_cache_config full = {.policy = SS_CACHE_FULL, .capacity = 16, .compress_every = 1};
+    const ss_cache_config full = full_cache(16);
     for (int st = 0; st < 3; st++) {
         host_weights h;
         host_init(&h, 2, 32, 4, 96, 97, st != 1, dts[st], 42);

@@ -177,7 +177,7 @@ def test_generator_outlives_its_models(dirs: dict[str, Path]) -> None:
 def test_uninitialised_core_objects() -> None:
     m = _core.Model.__new__(_core.Model)
     with pytest.raises(RuntimeError, match="not initialised"):
-        m.forward(np.array([1], np.int32), CacheConfig()._to_core(1), 1)
+        m.forward(np.array([1], np.int32), CacheConfig()._core_values(), 1)
     with pytest.raises(RuntimeError, match="not initialised"):
         m.weight_bytes
     g = _core.Generator.__new__(_core.Generator)
@@ -192,7 +192,7 @@ def test_uninitialised_core_objects() -> None:
 
 def test_core_argument_conversion_errors(target: specstream.Model) -> None:
     core = target._core
-    cache = CacheConfig()._to_core(8)
+    cache = CacheConfig()._core_values()
     with pytest.raises(TypeError):
         core.forward(np.array([1], np.int32), list(cache), 1)
     with pytest.raises(TypeError):

@@ -50,7 +50,7 @@ struct DevModel {
     size_t arena_bytes;
     DevLayer *layers;
     const void *embed_in, *embed_out;
-    const float *lnf_w, *lnf_b;
+    const float *final_ln_w, *final_ln_b;
 };
 
 struct DevState {
@@ -101,16 +101,6 @@ ss_status cuda_fail(ss_error *err, cudaError_t e, const char *what) {
         const ss_status st_ = (call);      \
         if (st_ != SS_OK) return st_;      \
     } while (0)
-
-const char *policy_name(int p) {
-    switch (p) {
-    case SS_CACHE_FULL: return "full";
-    case SS_CACHE_WINDOW: return "window";
-    case SS_CACHE_STREAMING: return "streaming";
-    case SS_CACHE_RECOMPUTE: return "recompute";
-    default: return "score-based";
-    }
-}
 
 /* ---------------------------------------------------------------- model */
 
@@ -188,12 +178,12 @@ ss_status model_init(ss_model *m, DevModel *dm, ss_error *err) {
     } while (0)
     UP(o_ein, m->embed_in, V * d * ees, "gpt_neox.embed_in.weight");
     UP(o_eout, m->embed_out, V * d * es, "embed_out.weight");
-    UP(o_lnfw, m->lnf_w, d * fs, "gpt_neox.final_layer_norm.weight");
-    UP(o_lnfb, m->lnf_b, d * fs, "gpt_neox.final_layer_norm.bias");
+    UP(o_lnfw, m->final_ln_w, d * fs, "gpt_neox.final_layer_norm.weight");
+    UP(o_lnfb, m->final_ln_b, d * fs, "gpt_neox.final_layer_norm.bias");
     dm->embed_in = base + o_ein;
     dm->embed_out = base + o_eout;
-    dm->lnf_w = (const float *)(base + o_lnfw);
-    dm->lnf_b = (const float *)(base + o_lnfb);
+    dm->final_ln_w = (const float *)(base + o_lnfw);
+    dm->final_ln_b = (const float *)(base + o_lnfb);
     for (int l = 0; l < c->n_layer && st == SS_OK; l++) {
         const ss_layer *L = &m->layers[l];
         const LayerOff &o = lo[l];
@@ -439,7 +429,7 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
         const int first = n - n_out;
         for (int r0 = 0; r0 < n_out; r0 += ds->logit_rows) {
             const int rows = n_out - r0 < ds->logit_rows ? n_out - r0 : ds->logit_rows;
-            SS_CUDA_TRY(launch_layernorm(ds->h, nullptr, ds->x + (size_t)(first + r0) * d, dm->lnf_w, dm->lnf_b, nullptr,
+            SS_CUDA_TRY(launch_layernorm(ds->h, nullptr, ds->x + (size_t)(first + r0) * d, dm->final_ln_w, dm->final_ln_b, nullptr,
                                          nullptr, rows, d, eps, st),
                         "final layernorm");
             SS_TRY(gemm(ds->h, rows, d, dm->embed_out, wt, V, Epilogue{EPI_STORE, nullptr, ds->logits, V, nullptr},
@@ -566,7 +556,7 @@ extern "C" ss_status ss_cuda_state_init(ss_state *s, ss_error *err) {
         return ss_fail(err, SS_ERR_UNSUPPORTED,
                        "the CUDA backend runs the full, window, streaming and recompute cache policies; this cache "
                        "(%s policy%s) keeps evicted tokens in pinned slots, which only the CPU backend supports",
-                       policy_name((int)kv->cfg.policy), kv->pinned != kv->n_sink ? " with refresh tokens" : "");
+                       ss_cache_policy_names[kv->cfg.policy], kv->pinned != kv->n_sink ? " with refresh tokens" : "");
     DevState *ds = (DevState *)calloc(1, sizeof(DevState));
     if (!ds) return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate the GPU state");
     const ss_status st = state_init(s, dm, ds, err);
