@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["resolve_model_dir", "hub_cache_dir", "MODEL_FILES"]
+__all__ = ["resolve_model_dir", "is_repo_id", "hub_cache_dir", "MODEL_FILES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -86,16 +86,13 @@ def resolve_model_dir(id_or_path: PathLike, revision: Optional[str] = None, down
     repo_id = id_or_path
     try:
         import huggingface_hub
-        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-        from huggingface_hub.utils import validate_repo_id
+        from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:  # a dependency, but only this path needs it
         raise FileNotFoundError(f"{repo_id!r}: no such model directory (to load it as a Hugging Face repo id, "
                                 "install huggingface_hub)") from None
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
+    if not is_repo_id(repo_id):
         raise FileNotFoundError(f"{repo_id!r}: no such model directory, and not a Hugging Face repo id "
-                                "(those look like 'org/name')") from None
+                                "(those look like 'org/name')")
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
     try:
         snapshot = huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=str(cache),
@@ -110,6 +107,19 @@ def resolve_model_dir(id_or_path: PathLike, revision: Optional[str] = None, down
             "Nothing is downloaded unless asked: pass download=True (command line: --download), or fetch it "
             "with `huggingface-cli download`") from None
     return Path(snapshot)
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` has the form of a Hugging Face repo id (``"name"`` or
+    ``"org/name"``), by huggingface_hub's rules; says nothing about the cache."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _cached_revisions(repo_id: str, cache: Path) -> str:

@@ -68,3 +68,25 @@ def test_skip_invalid_drops_rejected_combinations() -> None:
     assert len(g.points(skip_invalid=True)) == 3
     with pytest.raises(ex.GridError, match="cache.overlap"):
         g.points()
+
+
+def test_model_revisions_are_a_grid_axis() -> None:
+    g = ex.Grid({"model.revision": ["main", "step1000"], "cache.window": [16, 32]})
+    pts = g.points()
+    assert [(p.model.revision, p.cache.window) for p in pts] == [("main", 16), ("main", 32), ("step1000", 16),
+                                                                  ("step1000", 32)]
+    assert pts[2].label == "revision=step1000 window=16"
+    assert pts[2].flat()["model.revision"] == "step1000" and pts[2].flat()["model.draft_revision"] is None
+    # without the axis every point runs the run's own revision
+    assert ex.Grid({"cache.window": [16]}).points()[0].model == ex.ModelSettings()
+
+
+@pytest.mark.parametrize("axes, words", [
+    ({"model.revision": [1000]}, "expected str"),
+    ({"model.revision": [""]}, "non-empty string"),
+    ({"model.draft_revision": [None, " "]}, "non-empty string"),
+])
+def test_bad_revisions_name_the_field(axes: dict, words: str) -> None:
+    with pytest.raises(ex.GridError) as info:
+        ex.Grid(axes).points()
+    assert info.value.field == next(iter(axes)) and words in str(info.value)

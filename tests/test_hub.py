@@ -237,3 +237,121 @@ def test_cli_errors_name_the_revision(hub: dict) -> None:
     assert r.returncode == 2 and "--draft-revision needs --draft" in r.stderr
     r = cli("eval-ppl", "--revision", "step1000")
     assert r.returncode == 2 and "--revision needs --model" in r.stderr
+
+
+# ------------------------------------------------------------------ sweeps
+
+@pytest.fixture()
+def sweep_run(hub: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """RunSpec settings on REPO with 48 random token ids."""
+    from exp_support import CODE_VERSION
+
+    monkeypatch.setenv("SPECSTREAM_CODE_VERSION", CODE_VERSION)
+    ids = np.random.default_rng(1).integers(0, SHAPE["vocab_size"], size=48)
+    np.save(tmp_path / "ids.npy", ids)
+    return dict(target=REPO, data=str(tmp_path / "ids.npy"), tokens=48, repeats=1, save_nll=False)
+
+
+def perplexity_of(model_dir: Path, ids_file: str, window: int | None = None) -> float:
+    cache = CacheConfig(policy="window", window=window) if window else CacheConfig()
+    return specstream.eval.perplexity(specstream.load(model_dir), np.load(ids_file), cache=cache).ppl
+
+
+def test_a_sweep_over_revisions_keeps_them_apart(hub: dict, tmp_path: Path, sweep_run: dict) -> None:
+    from specstream import experiments as ex
+
+    df = ex.run_sweep({"model.revision": ["main", "step1000"], "cache.policy": ["window"], "cache.window": [16, 24]},
+                      out=tmp_path / "sweep", progress=False, **sweep_run)
+    assert df["key"].is_unique and len(df) == 2 * 2 + 2  # one full-cache baseline per revision
+    for rev in ("main", "step1000"):
+        rows = df[df["target_revision"] == rev]
+        assert set(rows["model.revision"]) == {rev}
+        assert set(rows["target_id"]) == {ex.model_identity(hub["originals"][rev])}
+        base = rows[rows["kind"] == "baseline"]
+        assert len(base) == 1
+        assert base["ppl"].iloc[0] == pytest.approx(perplexity_of(hub["originals"][rev], sweep_run["data"]), rel=1e-5)
+        for _, row in rows[rows["kind"] == "config"].iterrows():
+            expected = perplexity_of(hub["originals"][rev], sweep_run["data"], window=row["cache.window"])
+            assert row["ppl"] == pytest.approx(expected, rel=1e-5)
+            assert row["ppl_delta"] == pytest.approx(row["ppl"] / base["ppl"].iloc[0] - 1)
+    ids_main, ids_step = (set(df[df["target_revision"] == r]["target_id"]) for r in ("main", "step1000"))
+    assert ids_main.isdisjoint(ids_step)
+    # the same weights under another name (the commit hash) are the same identity but another row
+    df2 = ex.run_sweep({"model.revision": [hub["commits"]["step1000"]], "cache.policy": ["window"],
+                        "cache.window": [16]}, out=tmp_path / "sweep", progress=False, **sweep_run)
+    assert set(df2["target_id"]) == ids_step and bool(df2["ppl_reused"].all())
+    assert not set(df2["key"]) & set(df["key"])
+
+
+def test_run_revision_and_draft_revisions(hub: dict, tmp_path: Path, sweep_run: dict) -> None:
+    from specstream import experiments as ex
+
+    fixed = ex.run_sweep({"cache.window": [16], "cache.policy": ["window"]}, out=tmp_path / "fixed", progress=False,
+                         **dict(sweep_run, revision="step1000"))
+    assert set(fixed["target_id"]) == {ex.model_identity(hub["originals"]["step1000"])}
+    assert set(fixed["target_revision"]) == {"step1000"}
+    # the draft's checkpoints as an axis: a draft identical to the target accepts every greedy token
+    df = ex.run_sweep({"model.draft_revision": ["main", "step1000"], "speculative.k": [3],
+                       "generation.prompt_tokens": [8], "generation.max_new_tokens": [12]},
+                      out=tmp_path / "drafts", progress=False, measure=["generate"], **dict(sweep_run, draft=REPO))
+    by_rev = df.set_index("model.draft_revision")
+    assert by_rev.loc["main", "draft_id"] == by_rev.loc["main", "target_id"]
+    assert by_rev.loc["step1000", "draft_id"] == ex.model_identity(hub["originals"]["step1000"])
+    assert by_rev.loc["main", "acceptance_rate"] == 1.0
+    assert by_rev.loc["step1000", "acceptance_rate"] < 1.0
+    assert by_rev["tokens_sha"].nunique() == 1  # greedy speculative output is the target's either way
+
+
+def test_sweeps_check_revisions_before_running(hub: dict, tmp_path: Path, sweep_run: dict) -> None:
+    from specstream import experiments as ex
+
+    bad = [
+        ({"model.revision": ["main", "step2000"]}, {}, "model.revision", "'step2000'"),
+        ({"model.revision": ["step1000"]}, {"revision": "main"}, "model.revision", "give the revision in one place"),
+        ({"cache.window": [16]}, {"revision": "step2000"}, "run.revision", "not in the cache"),
+        ({"cache.window": [16]}, {"target": "EleutherAI/pythia-nope"}, "run.target", "not cached at all"),
+        ({"cache.window": [16]}, {"target": "not/an/id"}, "run.target", "not a Hugging Face repo id"),
+        ({"model.revision": ["main"]}, {"target": str(hub["originals"]["main"])}, "model.revision",
+         "is a local directory"),
+        ({"model.draft_revision": ["main"]}, {}, "model.draft_revision", "no run.draft"),
+        ({"cache.window": [16]}, {"draft_revision": "main"}, "run.draft_revision", "no run.draft"),
+        ({"cache.window": [16]}, {"target": "default", "revision": "main"}, "run.revision", "no revisions"),
+    ]
+    for grid, run, field, words in bad:
+        with pytest.raises(ex.GridError) as info:
+            ex.run_sweep(grid, out=tmp_path / "out", progress=False, **dict(sweep_run, **run))
+        assert info.value.field == field and words in str(info.value), (grid, run, str(info.value))
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_file_with_ids_and_revisions(hub: dict, tmp_path: Path, sweep_run: dict) -> None:
+    from specstream import experiments as ex
+
+    (tmp_path / "sweep.toml").write_text(f"""
+[run]
+target = "{REPO}"
+draft = "{REPO}"
+draft_revision = "step1000"
+data = "{sweep_run['data']}"
+tokens = 48
+repeats = 1
+save_nll = false
+
+[grid]
+"model.revision" = ["main", "step1000"]
+"speculative.k" = [2]
+"generation.prompt_tokens" = [8]
+"generation.max_new_tokens" = [8]
+""")
+    r = cli("sweep", str(tmp_path / "sweep.toml"), "--out", str(tmp_path / "out"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    df = ex.load_results(tmp_path / "out")
+    configs = df[df["kind"] == "config"].set_index("model.revision")
+    assert len(df) == 4 and df["key"].is_unique
+    assert set(df["draft_revision"].dropna()) == {"step1000"}
+    for rev in ("main", "step1000"):
+        assert configs.loc[rev, "target_id"] == ex.model_identity(hub["originals"][rev])
+        assert configs.loc[rev, "draft_id"] == ex.model_identity(hub["originals"]["step1000"])
+    assert configs.loc["step1000", "acceptance_rate"] == 1.0  # the draft is the target
+    r = cli("sweep", str(tmp_path / "sweep.toml"), "--out", str(tmp_path / "out"), "--dry-run")
+    assert r.returncode == 0 and "revision=main" in r.stdout and "revision=step1000" in r.stdout

@@ -10,9 +10,12 @@ A *grid* maps dotted field paths to lists of values::
      "generation.temperature": [0.0]}
 
 The sections are ``cache`` (:class:`~specstream.CacheConfig`), ``speculative``
-(:class:`~specstream.SpeculativeConfig`) and ``generation``
-(:class:`GenerationSettings`); the fields are read from the dataclasses, so
-every switch added to them is sweepable at once. A grid is validated before
+(:class:`~specstream.SpeculativeConfig`), ``generation``
+(:class:`GenerationSettings`) and ``model`` (:class:`ModelSettings`: the
+revisions of the target and draft, e.g. Pythia's training checkpoints
+``"model.revision": ["step1000", "step143000"]`` when ``run.target`` is a
+Hugging Face repo id); the fields are read from the dataclasses, so every
+switch added to them is sweepable at once. A grid is validated before
 anything runs: an unknown field, a value of the wrong type, an empty axis or
 a combination the config classes reject raises :class:`GridError` naming the
 field.
@@ -24,7 +27,8 @@ For each configuration the runner measures what the protocol asks for
 - ``"ppl"``: :func:`specstream.eval.perplexity` of the data slice streamed
   token by token through the cache: PPL, its relative change against the
   full-cache baseline of the same model and slice (``ppl_delta``; the
-  baseline is measured once and stored as its own row, ``kind="baseline"``),
+  baseline is measured once per target checkpoint and stored as its own
+  row, ``kind="baseline"``),
   timings, KV bytes, peak RSS, evictions and the keys each token saw;
 - ``"generate"``: generation after a prompt taken from the slice, with the
   draft when one is given: tokens/s, TPOT, TTFT, acceptance rate, mean
@@ -64,7 +68,7 @@ from .cli import cmd_merge, cmd_plot, cmd_sweep, register_cli
 from .grid import SECTIONS, Grid, GridError, Point, grid_fields
 from .identity import code_version, model_identity
 from .runner import Runner, parse_shard, run_sweep, run_sweep_obj
-from .settings import GenerationSettings
+from .settings import GenerationSettings, ModelSettings
 from .slurm import submit_slurm
 from .spec import RunSpec, Sweep
 from .store import RESULTS_FILE, SCHEMA, TIMING_COLUMNS, ResultStore, comparable, load_results, merge, shard_file
@@ -72,6 +76,7 @@ from .store import RESULTS_FILE, SCHEMA, TIMING_COLUMNS, ResultStore, comparable
 __all__ = [
     "GridError",
     "GenerationSettings",
+    "ModelSettings",
     "SECTIONS",
     "grid_fields",
     "Grid",

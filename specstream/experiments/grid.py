@@ -22,7 +22,7 @@ import numpy as np
 
 from ..generation import CacheConfig, SpeculativeConfig
 from .identity import canonical, config_hash
-from .settings import GenerationSettings
+from .settings import GenerationSettings, ModelSettings
 
 
 class GridError(ValueError):
@@ -38,6 +38,7 @@ SECTIONS: dict[str, type] = {
     "cache": CacheConfig,
     "speculative": SpeculativeConfig,
     "generation": GenerationSettings,
+    "model": ModelSettings,
 }
 
 
@@ -117,12 +118,13 @@ def _coerce(fld: _Field, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Point:
-    """One configuration of a grid: the three config objects and the grid
-    values that produced it (``params``, in axis order)."""
+    """One configuration of a grid: the settings of each section and the
+    grid values that produced it (``params``, in axis order)."""
 
     cache: CacheConfig
     speculative: SpeculativeConfig
     generation: GenerationSettings
+    model: ModelSettings = ModelSettings()
     params: tuple = ()
 
     def flat(self) -> dict[str, Any]:

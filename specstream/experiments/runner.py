@@ -30,7 +30,7 @@ import numpy as np
 from ..generation import CacheConfig, SpeculativeConfig
 from .grid import Grid, GridError, Point
 from .identity import PathLike, code_version, config_hash, git_info, model_identity
-from .settings import GenerationSettings
+from .settings import GenerationSettings, ModelSettings
 from .spec import RunSpec, Sweep, data_source, measures
 from .store import SCHEMA, ResultStore, as_frame, shard_file, store_files, unique_rows
 
@@ -102,7 +102,8 @@ class Runner:
     store (and its sibling shard files) already hold.
 
     ``out``: the sweep directory; rows go to ``results.jsonl`` (or the
-    shard's own file). ``models``: optional preloaded ``(target, draft)``.
+    shard's own file). ``models``: optional preloaded ``(target, draft)``
+    (then the grid cannot sweep the ``model.`` section).
     """
 
     def __init__(self, run: RunSpec, out: PathLike, grid: Optional[Grid] = None,
@@ -115,8 +116,16 @@ class Runner:
         self.store = ResultStore(shard_file(self.dir, self.shard))
         self.progress = progress
         self.measure = measures(run, grid) if grid is not None else (run.measure or ("ppl",))
-        self._models = models
-        self._gen_ref = grid.points(skip_invalid=True)[0].generation if grid is not None else None
+        points = grid.points(skip_invalid=True) if grid is not None else []
+        self._gen_ref = points[0].generation if points else None
+        model_settings = list(dict.fromkeys(p.model for p in points)) or [ModelSettings()]
+        self._model_ref = model_settings[0]  # its target's tokenizer turns a text into the data slice
+        self._preloaded = models
+        if models is not None and model_settings != [ModelSettings()]:
+            raise GridError("model.revision", "preloaded models cannot take revisions from the grid")
+        self._dirs: dict[tuple, Optional[Path]] = {}
+        self._loaded: dict[str, tuple[Path, Any]] = {}
+        self._idents: dict[tuple, dict[str, Any]] = {}
         self._ids: Optional[np.ndarray] = None
         self._known: dict[str, dict] = {}
         self._parts: dict[str, dict] = {}
@@ -129,46 +138,55 @@ class Runner:
             from .. import set_num_threads
 
             set_num_threads(run.threads)
-        self._ident = self._identities()
+        self._data_ident = self._data_identity()
+        for model in model_settings:
+            self._identity(model)  # a model that cannot be found fails now, before any measurement
 
     # -- identities and data (cheap: no weights are loaded)
 
-    def _model_dir(self, which: str) -> Optional[Path]:
-        v = getattr(self.run, which)
-        if v is None:
-            return None
-        if isinstance(v, (str, os.PathLike)):
-            if str(v) == "default":
-                from ..defaults import default_model_dir
+    def _model_dir(self, which: str, model: ModelSettings) -> Optional[Path]:
+        key = (which, self.run.revision_of(which, model))
+        if key not in self._dirs:
+            self._dirs[key] = self.run.model_dir(which, model)
+        return self._dirs[key]
 
-                return default_model_dir(which)
-            return Path(v)
-        if getattr(v, "path", None) is None:
-            raise GridError(f"run.{which}", "a Model given to a sweep must have been loaded from a directory")
-        return Path(v.path)
+    def _model_name(self, which: str, directory: Path) -> str:
+        source = getattr(self.run, which)
+        return str(source) if isinstance(source, (str, os.PathLike)) else str(directory)
 
-    def _identities(self) -> dict[str, Any]:
-        tdir = self._model_dir("target")
-        ddir = self._model_dir("draft")
-        ident = {
-            "target": str(self.run.target) if isinstance(self.run.target, (str, os.PathLike)) else str(tdir),
-            "target_id": model_identity(tdir),
-            "draft": None if ddir is None else (str(self.run.draft) if isinstance(self.run.draft, (str, os.PathLike))
-                                                 else str(ddir)),
-            "draft_id": None if ddir is None else model_identity(ddir),
-            "dtype": self.run.dtype,
-        }
+    def _identity(self, model: ModelSettings, with_draft: bool = True) -> dict[str, Any]:
+        """What a row's numbers depend on besides its configuration: the
+        target (and, ``with_draft``, the draft) at the revisions ``model``
+        selects, identified by their bytes; the data slice; the settings of
+        the measurement; the code version."""
+        key = (model, with_draft)
+        if key not in self._idents:
+            tdir = self._model_dir("target", model)
+            ddir = self._model_dir("draft", model) if with_draft else None
+            ident = {
+                "target": self._model_name("target", tdir),
+                "target_revision": self.run.revision_of("target", model),
+                "target_id": model_identity(tdir),
+                "draft": None if ddir is None else self._model_name("draft", ddir),
+                "draft_revision": None if ddir is None else self.run.revision_of("draft", model),
+                "draft_id": None if ddir is None else model_identity(ddir),
+            }
+            ident.update(self._data_ident)
+            self._idents[key] = ident
+        return self._idents[key]
+
+    def _data_identity(self) -> dict[str, Any]:
         ids = self.data_ids()
-        ident.update(
-            data=self._data_name(),
-            offset=self.run.offset,
-            tokens=self.run.tokens,
-            data_sha=hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest(),
-            repeats=self.run.repeats,
-            chunk=self.run.chunk,
-            code_version=code_version(),
-        )
-        return ident
+        return {
+            "dtype": self.run.dtype,
+            "data": self._data_name(),
+            "offset": self.run.offset,
+            "tokens": self.run.tokens,
+            "data_sha": hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest(),
+            "repeats": self.run.repeats,
+            "chunk": self.run.chunk,
+            "code_version": code_version(),
+        }
 
     def _data_name(self) -> str:
         d = self.run.data
@@ -178,14 +196,14 @@ class Runner:
         return "<ids>"
 
     def _tokenizer_for_data(self) -> Any:
-        if self._models is not None and getattr(self._models[0], "tokenizer", None) is not None:
-            return self._models[0].tokenizer
+        if self._preloaded is not None and getattr(self._preloaded[0], "tokenizer", None) is not None:
+            return self._preloaded[0].tokenizer
         t = self.run.target
         if hasattr(t, "_core"):
             if t.tokenizer is None:
                 raise GridError("run.data", "the target model has no tokenizer: give token ids (.npy or an array)")
             return t.tokenizer
-        path = self._model_dir("target") / "tokenizer.json"
+        path = self._model_dir("target", self._model_ref) / "tokenizer.json"
         if not path.is_file():
             raise GridError("run.data", f"the target model has no tokenizer ({path} missing): "
                                         "give token ids (a .npy file or an array) instead of text")
@@ -220,23 +238,30 @@ class Runner:
 
     # -- models (loaded on first need)
 
-    def models(self) -> tuple:
-        if self._models is None:
+    def models(self, model: ModelSettings = ModelSettings(), with_draft: bool = True) -> tuple:
+        """(target, draft) at the revisions ``model`` selects; draft None
+        without ``run.draft`` or ``with_draft``. Loaded on first need; only
+        the latest target and draft stay loaded, so a sweep over checkpoints
+        holds one pair in memory."""
+        if self._preloaded is not None:
+            return self._preloaded
+        target = self._loaded_model("target", model)
+        draft = self._loaded_model("draft", model) if with_draft and self.run.draft is not None else None
+        if draft is not None and getattr(draft, "tokenizer", None) is None:
+            draft.tokenizer = getattr(target, "tokenizer", None)
+        return target, draft
+
+    def _loaded_model(self, which: str, model: ModelSettings) -> Any:
+        source = getattr(self.run, which)
+        if hasattr(source, "_core"):
+            return source
+        directory = self._model_dir(which, model)
+        if which not in self._loaded or self._loaded[which][0] != directory:
             from ..model import load
 
-            def get(which: str) -> Any:
-                v = getattr(self.run, which)
-                if v is None:
-                    return None
-                if hasattr(v, "_core"):
-                    return v
-                return load(self._model_dir(which), dtype=self.run.dtype)
-
-            target, draft = get("target"), get("draft")
-            if draft is not None and getattr(draft, "tokenizer", None) is None:
-                draft.tokenizer = getattr(target, "tokenizer", None)
-            self._models = (target, draft)
-        return self._models
+            self._loaded.pop(which, None)  # release the previous checkpoint before mapping the next
+            self._loaded[which] = (directory, load(directory, dtype=self.run.dtype))
+        return self._loaded[which][1]
 
     # -- keys
 
@@ -245,37 +270,45 @@ class Runner:
             (self.run.draft is not None and point.speculative.method == "draft")
             or point.speculative.method == "lookup")
 
+    def _uses_draft_model(self, point: Point) -> bool:
+        return self._speculating(point) and point.speculative.method == "draft"
+
     def ppl_key(self, point: Point) -> str:
-        i = self._ident
+        i = self._identity(point.model, with_draft=False)
         return config_hash({"part": "ppl", "cache": point.cache, "target_id": i["target_id"], "dtype": i["dtype"],
                       "data_sha": i["data_sha"], "repeats": i["repeats"], "chunk": i["chunk"],
                       "code_version": i["code_version"], "schema": SCHEMA})
 
     def gen_key(self, point: Point) -> str:
-        i = self._ident
         spec = self._speculating(point)
+        i = self._identity(point.model, with_draft=self._uses_draft_model(point))
         return config_hash({"part": "gen", "cache": point.cache, "speculative": point.speculative if spec else None,
-                      "generation": point.generation, "target_id": i["target_id"],
-                      "draft_id": i["draft_id"] if spec and point.speculative.method == "draft" else None,
+                      "generation": point.generation, "target_id": i["target_id"], "draft_id": i["draft_id"],
                       "dtype": i["dtype"], "data_sha": i["data_sha"], "repeats": i["repeats"],
                       "code_version": i["code_version"], "schema": SCHEMA})
 
-    def row_key(self, point: Point, kind: str = "config") -> str:
-        return config_hash({"kind": kind, "point": point.flat(), "ident": self._ident, "measure": self.measure,
-                      "baseline": self.run.baseline, "schema": SCHEMA})
+    def _row_identity(self, point: Point, kind: str) -> dict[str, Any]:
+        return self._identity(point.model, with_draft=kind != "baseline")  # the baseline runs the target alone
 
-    def baseline_point(self) -> Point:
-        """Full cache, target only; generation settings of the grid's first
-        configuration (so the prompt and length match the sweep's)."""
+    def row_key(self, point: Point, kind: str = "config") -> str:
+        return config_hash({"kind": kind, "point": point.flat(), "ident": self._row_identity(point, kind),
+                            "measure": self.measure, "baseline": self.run.baseline, "schema": SCHEMA})
+
+    def baseline_point(self, model: ModelSettings = ModelSettings()) -> Point:
+        """The reference of configurations with ``model`` settings: full
+        cache, target only, at the same target revision; generation settings
+        of the grid's first configuration (so the prompt and length match
+        the sweep's)."""
         gen = self._gen_ref if self._gen_ref is not None else GenerationSettings()
-        return Point(CacheConfig(), SpeculativeConfig(), dataclasses.replace(gen, speculate=False))
+        return Point(CacheConfig(), SpeculativeConfig(), dataclasses.replace(gen, speculate=False),
+                     ModelSettings(revision=model.revision))
 
     # -- measuring
 
     def _measure_ppl(self, point: Point) -> dict:
         from ..eval import perplexity
 
-        target, _ = self.models()
+        target, _ = self.models(point.model, with_draft=False)
         reset = _reset_peak_rss()
         res = perplexity(target, self.data_ids(), cache=point.cache, chunk=self.run.chunk, repeats=self.run.repeats)
         vis = res.visible_stats
@@ -302,7 +335,7 @@ class Runner:
         return m
 
     def _measure_gen(self, point: Point) -> dict:
-        target, draft = self.models()
+        target, draft = self.models(point.model, with_draft=self._uses_draft_model(point))
         g = point.generation
         spec = self._speculating(point)
         prompt = self.data_ids()[: g.prompt_tokens]
@@ -312,8 +345,8 @@ class Runner:
         stats, tokens = [], None
         for _ in range(self.run.repeats):
             if spec:
-                res = target.generate(prompt, draft=draft if point.speculative.method == "draft" else None,
-                                      speculative=point.speculative, measure_speedup=True, **kwargs)
+                res = target.generate(prompt, draft=draft, speculative=point.speculative, measure_speedup=True,
+                                      **kwargs)
             else:
                 res = target.generate(prompt, draft=None, speculative=None, **kwargs)
             stats.append(res.stats)
@@ -362,7 +395,7 @@ class Runner:
                                "label": "full cache (baseline)" if kind == "baseline" else point.label,
                                "grid_axes": [p for p, _ in point.params], "measure": list(self.measure)}
         row.update(point.flat())
-        row.update(self._ident)
+        row.update(self._row_identity(point, kind))
         if "ppl" in self.measure:
             pk = self.ppl_key(point)
             row["ppl_key"] = pk
@@ -395,48 +428,55 @@ class Runner:
 
     def run_point(self, point: Point) -> dict:
         """The row of one point (measured now, or from the store)."""
-        baseline = self.baseline_row() if ("ppl" in self.measure and self.run.baseline) else None
+        baseline = self.baseline_row(point.model) if self._with_baseline() else None
         return self._row(point, "config", baseline)[0]
 
-    def baseline_row(self) -> dict:
-        """The full-cache reference row (measured once per store)."""
-        return self._row(self.baseline_point(), "baseline", None)[0]
+    def baseline_row(self, model: ModelSettings = ModelSettings()) -> dict:
+        """The full-cache reference row of ``model``'s target (measured once per store)."""
+        return self._row(self.baseline_point(model), "baseline", None)[0]
+
+    def _with_baseline(self) -> bool:
+        return "ppl" in self.measure and self.run.baseline
+
+    def _is_known(self, key: str) -> bool:
+        return key in self.store or key in self._known
 
     def run_points(self, points: Sequence[Point], on_row: Optional[Callable[[dict, bool], None]] = None) -> list[dict]:
-        """Runs this shard's share of ``points``; returns their rows (plus the
-        baseline first, when measured)."""
+        """Runs this shard's share of ``points``; returns their rows, each
+        target revision's baseline (when measured) before its configurations.
+        Configurations run grouped by their model settings, so that each
+        checkpoint is loaded once."""
         from tqdm import tqdm
 
         i, n = self.shard
-        mine = [p for j, p in enumerate(points) if j % n == i]
-        keys = [self.row_key(p) for p in mine]
-        todo = sum(1 for k in keys if k not in self.store and k not in self._known)
-        with_baseline = "ppl" in self.measure and self.run.baseline
-        base_key = self.row_key(self.baseline_point(), "baseline") if with_baseline else None
-        base_done = not with_baseline or base_key in self.store or base_key in self._known
-        rows: list[dict] = []
-        bar = tqdm(total=len(mine) + 1, initial=len(mine) - todo + int(base_done), desc=f"sweep {self.run.name or ''}".strip()
+        groups: dict[ModelSettings, list[Point]] = {}
+        for j, p in enumerate(points):
+            if j % n == i:
+                groups.setdefault(p.model, []).append(p)
+        tasks: list[tuple[Point, str]] = []  # (point, kind), in the order they run
+        with_baseline: set[Optional[str]] = set()  # target revisions whose baseline is queued
+        for model, group in groups.items():
+            if self._with_baseline() and model.revision not in with_baseline:
+                with_baseline.add(model.revision)
+                tasks.append((self.baseline_point(model), "baseline"))
+            tasks.extend((p, "config") for p in group)
+        done = [self._is_known(self.row_key(p, kind)) for p, kind in tasks]
+        bar = tqdm(total=len(tasks), initial=sum(done), desc=f"sweep {self.run.name or ''}".strip()
                    + (f" [{i}/{n}]" if n > 1 else ""), unit="cfg", disable=not self.progress, dynamic_ncols=True,
                    file=sys.stderr)
+        rows: list[dict] = []
+        baselines: dict[Optional[str], dict] = {}  # target revision -> its baseline row
         try:
-            baseline = None
-            if with_baseline:
-                bar.set_postfix_str("full-cache baseline")
-                baseline, computed = self._row(self.baseline_point(), "baseline", None)
-                rows.append(baseline)
-                if on_row:
-                    on_row(baseline, computed)
-            if not base_done:
-                bar.update(1)
-            for p, k in zip(mine, keys):
-                done = k in self.store or k in self._known
-                if not done:
-                    bar.set_postfix_str(p.label[:60])
-                row, computed = self._row(p, "config", baseline)
+            for (p, kind), was_done in zip(tasks, done):
+                if not was_done:
+                    bar.set_postfix_str("full-cache baseline" if kind == "baseline" else p.label[:60])
+                row, computed = self._row(p, kind, baselines.get(p.model.revision))
+                if kind == "baseline":
+                    baselines[p.model.revision] = row
                 rows.append(row)
                 if on_row:
                     on_row(row, computed)
-                if not done:
+                if not was_done:
                     bar.update(1)
         finally:
             bar.close()

@@ -1,11 +1,13 @@
 """The experiment layer's own settings sections of a grid (beside
 :class:`~specstream.CacheConfig` and :class:`~specstream.SpeculativeConfig`):
-how each configuration's generation run is made."""
+how each configuration's generation run is made, and which checkpoints of
+the target and draft it runs."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -46,3 +48,27 @@ class GenerationSettings:
             raise ValueError(f"GenerationSettings.top_p must be in (0, 1], got {self.top_p}")
         if not isinstance(self.speculate, bool):
             raise TypeError(f"GenerationSettings.speculate must be a bool, got {self.speculate!r}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which checkpoints a configuration runs (the ``model.`` section of a
+    grid).
+
+    ``revision`` / ``draft_revision``: a branch, tag or full commit hash of
+    the Hugging Face repo that ``run.target`` / ``run.draft`` name (Pythia's
+    training checkpoints are the branches ``step1000`` ... ``step143000``),
+    looked up in the local cache. None: the run's own (``run.revision`` /
+    ``run.draft_revision``; by default the repo's ``main``). Sweeping
+    ``model.revision`` compares checkpoints of one model in one sweep.
+    """
+
+    revision: Optional[str] = None
+    draft_revision: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("revision", "draft_revision"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ValueError(f"ModelSettings.{name} must be a branch, tag or commit hash (a non-empty "
+                                 f"string) or None, got {v!r}")

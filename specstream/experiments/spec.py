@@ -13,9 +13,13 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ..hub import is_repo_id, resolve_model_dir
 from .grid import Grid, GridError, Point
 from .identity import PathLike
+from .settings import ModelSettings
 
+#: The RunSpec (and ModelSettings) field holding each model's revision.
+_REVISION_FIELDS = {"target": "revision", "draft": "draft_revision"}
 #: What a sweep can measure (``run.measure``).
 _MEASURES = ("ppl", "generate")
 
@@ -25,8 +29,12 @@ class RunSpec:
     """What a sweep runs on (the ``[run]`` table of a sweep file).
 
     ``target``/``draft``: ``"default"`` (the bundled pair), a model
-    directory, or (Python only) a loaded :class:`~specstream.Model`; ``draft``
-    None means no speculation. ``data``: a bundled text name
+    directory, a Hugging Face repo id (``"EleutherAI/pythia-160m"``, found in
+    the local cache, never downloaded) or (Python only) a loaded
+    :class:`~specstream.Model`; ``draft`` None means no speculation.
+    ``revision``/``draft_revision``: the repo's branch, tag or commit hash
+    (None: ``main``; a grid may sweep them as ``model.revision`` /
+    ``model.draft_revision`` instead). ``data``: a bundled text name
     (``"wikitext-2-test"``, ``"pg2554"``), a ``.txt`` file (tokenized with the
     target's tokenizer), a ``.npy`` file of token ids, or (Python only) an
     array of ids. ``tokens`` ids from ``offset`` form the slice. ``measure``:
@@ -40,6 +48,8 @@ class RunSpec:
 
     target: Any = "default"
     draft: Any = None
+    revision: Optional[str] = None
+    draft_revision: Optional[str] = None
     data: Any = "wikitext-2-test"
     tokens: int = 512
     offset: int = 0
@@ -78,20 +88,58 @@ class RunSpec:
         for name in ("skip_invalid", "baseline", "save_nll"):
             if not isinstance(getattr(self, name), bool):
                 raise GridError(f"run.{name}", f"must be true or false, got {getattr(self, name)!r}")
-        for name in ("target", "draft"):
-            v = getattr(self, name)
-            if v is None and name == "draft":
+        if isinstance(self.draft, str) and self.draft.lower() == "none":
+            object.__setattr__(self, "draft", None)
+        for which, field_name in (("target", "revision"), ("draft", "draft_revision")):
+            revision = getattr(self, field_name)
+            if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+                raise GridError(f"run.{field_name}", f"must be a branch, tag or commit hash, got {revision!r}")
+            if which == "draft" and self.draft is None:
+                if revision is not None:
+                    raise GridError("run.draft_revision", "is set, but there is no run.draft")
                 continue
-            if isinstance(v, str) and v.lower() == "none" and name == "draft":
-                object.__setattr__(self, name, None)
-                continue
-            if isinstance(v, (str, os.PathLike)):
-                if str(v) != "default" and not (Path(v) / "config.json").is_file():
-                    raise GridError(f"run.{name}", f"{v!s}: not 'default' and not a model directory (no config.json)")
-            elif not hasattr(v, "_core"):
-                raise GridError(f"run.{name}", f"expected 'default', a model directory or a Model, got {v!r}")
+            _check_model_source(which, getattr(self, which))
         if isinstance(self.data, (str, os.PathLike)):
             data_source(self.data)  # raises GridError when unknown
+
+    def revision_of(self, which: str, model: ModelSettings) -> Optional[str]:
+        """The revision of the ``"target"`` or ``"draft"`` that a
+        configuration with ``model`` settings runs: the grid's, else the run's."""
+        field_name = _REVISION_FIELDS[which]
+        swept = getattr(model, field_name)
+        return swept if swept is not None else getattr(self, field_name)
+
+    def model_dir(self, which: str, model: ModelSettings = ModelSettings()) -> Optional[Path]:
+        """The directory of the ``"target"`` or ``"draft"`` (None without a
+        draft) for a configuration with ``model`` settings. A repo id is
+        resolved in the local Hugging Face cache, never downloaded; a
+        GridError names the setting at fault."""
+        source = getattr(self, which)
+        if source is None:
+            return None
+        field_name = _REVISION_FIELDS[which]
+        revision = self.revision_of(which, model)
+        if getattr(model, field_name) is not None:
+            at_fault = f"model.{field_name}"
+        else:
+            at_fault = f"run.{field_name}" if revision is not None else f"run.{which}"
+        if hasattr(source, "_core"):  # a loaded Model
+            if revision is not None:
+                raise GridError(at_fault, f"a loaded Model has no revisions: give run.{which} as a repo id")
+            if source.path is None:
+                raise GridError(f"run.{which}", "a Model given to a sweep must have been loaded from a directory")
+            return Path(source.path)
+        if str(source) == "default":
+            if revision is not None:
+                raise GridError(at_fault, f"the bundled default models have no revisions: give run.{which} as a "
+                                          "Hugging Face repo id")
+            from ..defaults import default_model_dir
+
+            return default_model_dir(which)
+        try:
+            return resolve_model_dir(source, revision)
+        except (FileNotFoundError, ValueError) as e:
+            raise GridError(at_fault, str(e)) from None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
@@ -102,6 +150,25 @@ class RunSpec:
                 raise GridError(f"run.{k}", "unknown setting" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                 + f"; known: {', '.join(sorted(known))}")
         return cls(**dict(d))
+
+
+def _check_model_source(which: str, source: Any) -> None:
+    """``run.target`` / ``run.draft`` has a form a sweep can load (whether a
+    repo id's revisions are cached is checked by :meth:`Sweep.validate`)."""
+    if hasattr(source, "_core"):
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        raise GridError(f"run.{which}", "expected 'default', a model directory, a Hugging Face repo id or a Model, "
+                                        f"got {source!r}")
+    if str(source) == "default":
+        return
+    if Path(source).is_dir():
+        if not (Path(source) / "config.json").is_file():
+            raise GridError(f"run.{which}", f"{source!s}: not a model directory (no config.json)")
+        return
+    if not (isinstance(source, str) and is_repo_id(source)):
+        raise GridError(f"run.{which}", f"{source!s}: not 'default', not a model directory and not a Hugging Face "
+                                        "repo id ('org/name')")
 
 
 def data_source(data: Any) -> tuple[str, Any]:
@@ -169,7 +236,21 @@ class Sweep:
                     path = next(p for p in self.grid.axes if p.startswith("speculative."))
                     raise GridError(path, "speculative settings need a draft model (run.draft) "
                                           "or speculative.method = 'lookup'")
+        self._check_models(points)
         return points
+
+    def _check_models(self, points: list[Point]) -> None:
+        """Each revision is given in one place, and the checkpoints every
+        configuration runs are in the local cache."""
+        for field_name in _REVISION_FIELDS.values():
+            path = f"model.{field_name}"
+            if (path in self.grid.axes or path in self.grid.base) and getattr(self.run, field_name) is not None:
+                raise GridError(path, f"also set as run.{field_name}: give the revision in one place")
+        if self.run.draft is None and any(p.model.draft_revision is not None for p in points):
+            raise GridError("model.draft_revision", "is set, but there is no run.draft")
+        for model in dict.fromkeys(p.model for p in points):
+            for which in _REVISION_FIELDS:
+                self.run.model_dir(which, model)
 
 
 def measures(run: RunSpec, grid: Grid) -> tuple:
