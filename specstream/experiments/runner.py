@@ -34,6 +34,7 @@ from .settings import GenerationSettings, ModelSettings
 from .spec import RunSpec, Sweep, data_source, measures
 from .store import SCHEMA, ResultStore, as_frame, shard_file, store_files, unique_rows
 
+
 def parse_shard(text: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
     """``"I/N"`` (0 <= I < N) -> (I, N); without text, from
     ``SLURM_ARRAY_TASK_ID`` (minus ``SLURM_ARRAY_TASK_MIN``) and
@@ -276,16 +277,16 @@ class Runner:
     def ppl_key(self, point: Point) -> str:
         i = self._identity(point.model, with_draft=False)
         return config_hash({"part": "ppl", "cache": point.cache, "target_id": i["target_id"], "dtype": i["dtype"],
-                      "data_sha": i["data_sha"], "repeats": i["repeats"], "chunk": i["chunk"],
-                      "code_version": i["code_version"], "schema": SCHEMA})
+                            "data_sha": i["data_sha"], "repeats": i["repeats"], "chunk": i["chunk"],
+                            "code_version": i["code_version"], "schema": SCHEMA})
 
     def gen_key(self, point: Point) -> str:
         spec = self._speculating(point)
         i = self._identity(point.model, with_draft=self._uses_draft_model(point))
         return config_hash({"part": "gen", "cache": point.cache, "speculative": point.speculative if spec else None,
-                      "generation": point.generation, "target_id": i["target_id"], "draft_id": i["draft_id"],
-                      "dtype": i["dtype"], "data_sha": i["data_sha"], "repeats": i["repeats"],
-                      "code_version": i["code_version"], "schema": SCHEMA})
+                            "generation": point.generation, "target_id": i["target_id"], "draft_id": i["draft_id"],
+                            "dtype": i["dtype"], "data_sha": i["data_sha"], "repeats": i["repeats"],
+                            "code_version": i["code_version"], "schema": SCHEMA})
 
     def _row_identity(self, point: Point, kind: str) -> dict[str, Any]:
         return self._identity(point.model, with_draft=kind != "baseline")  # the baseline runs the target alone

@@ -90,7 +90,7 @@ class RunSpec:
                 raise GridError(f"run.{name}", f"must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.draft, str) and self.draft.lower() == "none":
             object.__setattr__(self, "draft", None)
-        for which, field_name in (("target", "revision"), ("draft", "draft_revision")):
+        for which, field_name in _REVISION_FIELDS.items():
             revision = getattr(self, field_name)
             if revision is not None and (not isinstance(revision, str) or not revision.strip()):
                 raise GridError(f"run.{field_name}", f"must be a branch, tag or commit hash, got {revision!r}")
@@ -216,8 +216,9 @@ class Sweep:
         return self.grid.points(skip_invalid=self.run.skip_invalid)
 
     def validate(self) -> list[Point]:
-        """Everything that can be checked without running: the points, and
-        settings that only make sense together."""
+        """Everything that can be checked without running: the points,
+        settings that only make sense together, and that every checkpoint
+        the points run is found (a repo id's revisions in the local cache)."""
         points = self.points()
         measure = measures(self.run, self.grid)
         swept = self.grid.sections_swept()
