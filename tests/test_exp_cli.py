@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,33 @@ def test_sweep_from_cli_and_plot(env: dict, tmp_path: Path) -> None:
     assert not (out / "nll").exists()
     r = cli("sweep", str(f), "--out", str(out), "--dry-run")
     assert r.returncode == 0 and "32 configurations" in r.stdout
+
+
+SMALL_GRID = {"cache.policy": ["window"], "cache.window": [16, 24, 32]}
+
+
+def test_cli_shards_then_merge(env: dict, tmp_path: Path) -> None:
+    f = write_sweep_toml(env, tmp_path / "grid.toml", grid=SMALL_GRID, draft=None, save_nll=False)
+    out = tmp_path / "out"
+    for i in range(2):
+        r = cli("sweep", str(f), "--out", str(out), "--shard", f"{i}/2", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        assert f"results.shard-{i}-of-2.jsonl" in r.stdout and f"python -m specstream merge {out}" in r.stdout
+    # every-other configuration per shard, plus the baseline in each
+    assert [len(jsonl_rows(out / f"results.shard-{i}-of-2.jsonl")) for i in range(2)] == [3, 2]
+    r = cli("merge", str(out))
+    assert r.returncode == 0 and "4 unique rows" in r.stdout
+    assert {row["cache.window"] for row in jsonl_rows(out / "results.jsonl") if row["kind"] == "config"} == {16, 24, 32}
+    r = cli("sweep", str(f), "--out", str(out), "--shard", "2/2")
+    assert r.returncode == 2 and "--shard" in r.stderr
+
+
+def test_cli_slurm_without_submitit_says_what_to_install(env: dict, tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "submitit.py").write_text("raise ImportError('not installed here')\n")
+    f = write_sweep_toml(env, tmp_path / "grid.toml", grid=SMALL_GRID, draft=None)
+    r = cli("sweep", str(f), "--out", str(tmp_path / "out"), "--executor", "slurm",
+            env={"PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])})
+    assert r.returncode == 2 and "pip install submitit" in r.stderr
+    assert not (tmp_path / "out").exists()

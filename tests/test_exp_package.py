@@ -45,6 +45,10 @@ def test_modules_depend_in_one_direction() -> None:
         assert imported <= set(LAYERS[:i]), f"{module} imports {sorted(imported - set(LAYERS[:i]))} (a later layer)"
 
 
+def test_every_module_has_its_test_file() -> None:
+    assert [m for m in LAYERS if not (ROOT / "tests" / f"test_exp_{m}.py").is_file()] == []
+
+
 def test_ablation_marker_is_registered_and_not_collected_by_default() -> None:
     try:
         import tomllib
