@@ -84,8 +84,7 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Optional[Any], Optional[A
     if args.draft_revision is not None and args.draft in (None, "none"):
         raise ValueError("--draft-revision needs --draft (a Hugging Face repo id)")
     if args.model == "default":
-        if args.revision is not None:
-            raise ValueError("--revision needs --model (a Hugging Face repo id): the bundled pair has no revisions")
+        _refuse_revision_of_default(args)
         try:
             from .defaults import load_default
 
@@ -101,6 +100,11 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Optional[Any], Optional[A
     if args.draft not in (None, "none"):
         draft = load(args.draft, dtype=args.dtype, revision=args.draft_revision, download=args.download)
     return target, draft, target.tokenizer, _describe(args.model, args.revision)
+
+
+def _refuse_revision_of_default(args: argparse.Namespace) -> None:
+    if args.revision is not None:
+        raise ValueError("--revision needs --model (a Hugging Face repo id): the bundled models have no revisions")
 
 
 def _describe(model: str, revision: Optional[str]) -> str:
@@ -190,8 +194,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from .model import load
 
     if args.model == "default":
-        if args.revision is not None:
-            raise ValueError("--revision needs --model (a Hugging Face repo id): the bundled models have no revisions")
+        _refuse_revision_of_default(args)
         from .defaults import load_default
 
         model, _draft, tok = load_default(dtype=args.dtype)
