@@ -90,7 +90,8 @@ class Model:
 
     Create it with :func:`specstream.load`. Attributes: ``config``
     (:class:`ModelConfig`), ``dtype`` (storage of the weight matrices),
-    ``path``, ``tokenizer`` (when the directory has a tokenizer.json).
+    ``path`` (the directory loaded: for a Hugging Face repo id, its cache
+    snapshot), ``tokenizer`` (when the directory has a tokenizer.json).
     A model is read-only and may be used from several threads at once.
     """
 
