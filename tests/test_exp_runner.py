@@ -121,3 +121,16 @@ def test_shard_from_slurm_environment() -> None:
     for bad in ("2/2", "x", "1/0", "-1/3"):
         with pytest.raises(ex.GridError, match="--shard"):
             ex.parse_shard(bad)
+
+
+def test_preloaded_models_cannot_take_revisions(env: dict, tmp_path: Path) -> None:
+    import specstream
+
+    target = specstream.load(env["target"])
+    spec = ex.RunSpec(**run_kwargs(env, draft=None))
+    with pytest.raises(ex.GridError) as info:
+        ex.Runner(spec, tmp_path, grid=ex.Grid({"model.revision": ["step1000"]}), models=(target, None))
+    assert info.value.field == "model.revision" and "preloaded" in str(info.value)
+    # without a model section the preloaded pair is what runs
+    runner = ex.Runner(spec, tmp_path, grid=ex.Grid({"cache.window": [16]}), models=(target, None))
+    assert runner.models() == (target, None)
