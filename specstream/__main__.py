@@ -84,7 +84,10 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Optional[Any], Optional[A
     """(target, draft or None, tokenizer or None, description)."""
     from .model import load
 
+    if args.draft_revision is not None and args.draft in (None, "none"):
+        raise ValueError("--draft-revision needs --draft (a Hugging Face repo id)")
     if args.model == "default":
+        _refuse_revision_of_default(args)
         try:
             from .defaults import load_default
 
@@ -95,11 +98,20 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Optional[Any], Optional[A
             target = load(target_dir, dtype=args.dtype)
             draft = None if args.draft == "none" else load(draft_dir, dtype=args.dtype)
             return target, draft, None, f"random demo pair in {DEMO_DIR} (no bundled models in this install)"
-    target = load(args.model, dtype=args.dtype)
+    target = load(args.model, dtype=args.dtype, revision=args.revision, download=args.download)
     draft = None
     if args.draft not in (None, "none"):
-        draft = load(args.draft, dtype=args.dtype)
-    return target, draft, target.tokenizer, str(args.model)
+        draft = load(args.draft, dtype=args.dtype, revision=args.draft_revision, download=args.download)
+    return target, draft, target.tokenizer, _describe(args.model, args.revision)
+
+
+def _refuse_revision_of_default(args: argparse.Namespace) -> None:
+    if args.revision is not None:
+        raise ValueError("--revision needs --model (a Hugging Face repo id): the bundled models have no revisions")
+
+
+def _describe(model: str, revision: Optional[str]) -> str:
+    return model if revision is None else f"{model} (revision {revision})"
 
 
 def _demo_models() -> tuple[Path, Path]:
@@ -185,11 +197,12 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from .model import load
 
     if args.model == "default":
+        _refuse_revision_of_default(args)
         from .defaults import load_default
 
         model, _draft, tok = load_default(dtype=args.dtype)
     else:
-        model = load(args.model, dtype=args.dtype)
+        model = load(args.model, dtype=args.dtype, revision=args.revision, download=args.download)
         tok = model.tokenizer
     if args.ids:
         ids = np.load(args.ids) if args.ids.endswith(".npy") else np.loadtxt(args.ids, dtype=np.int64)
@@ -219,14 +232,25 @@ def cmd_create_random(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_download_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download", action="store_true",
+                        help="fetch a repo id or revision missing from the Hugging Face cache (the only network "
+                             "access; without it a missing one is an error)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m specstream", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate text, optionally speculative, with any cache policy")
-    g.add_argument("--model", default="default", help="model directory, or 'default' (the bundled pair)")
-    g.add_argument("--draft", default=None, help="draft model directory ('none' to disable; with --model default "
-                                                "the bundled draft is used)")
+    g.add_argument("--model", default="default", help="model directory, a Hugging Face repo id in the local cache "
+                                                      "(EleutherAI/pythia-160m), or 'default' (the bundled pair)")
+    g.add_argument("--revision", default=None, help="revision of the --model repo: branch (Pythia: step1000 ... "
+                                                    "step143000), tag or commit hash (default: main)")
+    g.add_argument("--draft", default=None, help="draft model directory or repo id ('none' to disable; with "
+                                                "--model default the bundled draft is used)")
+    g.add_argument("--draft-revision", default=None, help="revision of the --draft repo (default: main)")
+    _add_download_flag(g)
     g.add_argument("--prompt", default=None, help="prompt text (needs the model's tokenizer)")
     g.add_argument("--prompt-ids", default=None, help="prompt as comma-separated token ids")
     g.add_argument("--max-new-tokens", type=int, default=64)
@@ -242,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("eval-ppl", help="perplexity of a text streamed through a cache policy")
-    e.add_argument("--model", default="default")
+    e.add_argument("--model", default="default", help="model directory, a Hugging Face repo id in the local cache, "
+                                                      "or 'default' (the bundled target)")
+    e.add_argument("--revision", default=None, help="revision of the --model repo (default: main)")
+    _add_download_flag(e)
     e.add_argument("--text", default="wikitext-2-test", help="a .txt file or a bundled text name")
     e.add_argument("--ids", default=None, help="token ids instead of text (.npy or whitespace-separated)")
     e.add_argument("--tokens", type=int, default=4096, help="tokens to evaluate")

@@ -20,6 +20,7 @@ import numpy as np
 from . import _core
 from .config import ModelConfig
 from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
+from .hub import resolve_model_dir
 from . import safetensors as _st
 
 __all__ = ["load", "Model", "TokenStream", "normalize_dtype", "as_token_ids"]
@@ -87,7 +88,8 @@ class Model:
 
     Create it with :func:`specstream.load`. Attributes: ``config``
     (:class:`ModelConfig`), ``dtype`` (storage of the weight matrices),
-    ``path``, ``tokenizer`` (when the directory has a tokenizer.json).
+    ``path`` (the directory loaded: for a Hugging Face repo id, its cache
+    snapshot), ``tokenizer`` (when the directory has a tokenizer.json).
     A model is read-only and may be used from several threads at once.
     """
 
@@ -332,9 +334,17 @@ def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]
     return {name: a if a.flags.aligned else np.array(a) for name, a in arrays.items()}
 
 
-def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
-    """Loads a Hugging Face GPT-NeoX directory (config.json + model.safetensors,
-    or shards with model.safetensors.index.json).
+def load(model_id_or_path: PathLike, dtype: str = "f32", device: str = "cpu", *, revision: Optional[str] = None,
+         download: bool = False) -> Model:
+    """Loads a GPT-NeoX model: a Hugging Face directory (config.json +
+    model.safetensors, or shards with model.safetensors.index.json), or a
+    Hugging Face repo id such as ``"EleutherAI/pythia-160m"`` resolved in the
+    local Hugging Face cache at ``revision`` (a branch such as Pythia's
+    ``"step1000"``, a tag or a commit hash; None: ``main``). Nothing is
+    downloaded unless ``download=True``: a repo id or revision missing from
+    the cache raises FileNotFoundError naming the id, the revision and the
+    cache (see :mod:`specstream.hub`). ``model.path`` is the directory
+    loaded (for a repo id, its cache snapshot).
 
     ``dtype`` ("f32"|"float32", "bf16"|"bfloat16", "f16"|"float16",
     "int8"|"i8") is how the weight matrices are stored and read while
@@ -351,9 +361,7 @@ def load(path: PathLike, dtype: str = "f32", device: str = "cpu") -> Model:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda":
         _check_cuda()
-    directory = Path(path)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such model directory")
+    directory = resolve_model_dir(model_id_or_path, revision=revision, download=download)
     config = ModelConfig.from_dir(directory)
     tensors = _load_weights(directory, config)
     if not config.attention_bias:

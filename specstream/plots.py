@@ -25,6 +25,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .experiments.grid import SECTIONS
+
 __all__ = ["pareto_front", "plot_pareto", "plot_nll", "plot_acceptance", "recommend", "plot_all",
            "config_columns", "varying_columns", "labels"]
 
@@ -61,8 +63,9 @@ def _configs(df: Any) -> Any:
 
 
 def config_columns(df: Any) -> list[str]:
-    """The dotted config columns (``cache.window``, ``speculative.k``, ...)."""
-    return [c for c in df.columns if c.split(".", 1)[0] in ("cache", "speculative", "generation") and "." in c]
+    """The dotted config columns (``cache.window``, ``speculative.k``,
+    ``model.revision``, ...)."""
+    return [c for c in df.columns if c.split(".", 1)[0] in SECTIONS and "." in c]
 
 
 def varying_columns(df: Any) -> list[str]:
