@@ -23,6 +23,7 @@ from .generation import CacheConfig, GenerationResult, GenerationStats, Speculat
 from . import eval
 from .defaults import default_text, load_default
 from .model import Model, TokenStream, load
+from .medusa import MedusaHeads, load_medusa
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
@@ -39,6 +40,8 @@ __all__ = [
     "GenerationResult",
     "GenerationStats",
     "TokenStream",
+    "MedusaHeads",
+    "load_medusa",
     "cpu_kernels",
     "set_num_threads",
     "get_num_threads",

@@ -161,11 +161,30 @@ def structural_token_ids(tokenizer: Any) -> tuple:
 class SpeculativeConfig:
     """How drafts are proposed and verified.
 
-    ``method="draft"`` uses the draft model passed to ``generate``;
-    ``method="lookup"`` proposes the tokens that followed the last n-gram of
-    the context where it occurred before (prompt lookup, no draft model);
-    ``method="none"`` decodes with the target alone.
-    ``k`` tokens are proposed per step; with ``adaptive=True`` k is re-chosen
+    Methods (every one verified by the target in ONE forward per step, with
+    output identical to the target's: the same tokens when greedy, the same
+    distribution when sampling):
+
+    ``"draft"``: the draft model passed to ``generate`` proposes a chain of
+    ``k`` tokens.
+    ``"tree"``: the draft model proposes a token tree (SpecInfer / EAGLE-2
+    style): at each depth up to ``k`` the ``branch`` most probable nodes are
+    run through the draft in one batched forward and each gets ``branch``
+    children (drawn without replacement when sampling); the ``max_nodes``
+    most probable candidates are verified with tree attention and the
+    multi-candidate rejection rule (a residual after each rejected sibling).
+    ``"lookup"``: prompt lookup, the tokens that followed the last n-gram of
+    the context where it occurred before (no draft model).
+    ``"lookahead"``: Lookahead decoding (Fu et al. 2024; no draft model):
+    Jacobi iterations over a window of ``lookahead_window`` columns feed an
+    n-gram pool; up to ``lookahead_guesses`` n-grams of ``k`` tokens that
+    followed the current token are verified in the same forward.
+    ``"medusa"``: Medusa heads (``specstream.load_medusa``, passed as
+    ``draft``) on the target's last hidden state propose a tree of depth
+    ``k`` (``branch`` candidates per head, ``max_nodes`` kept).
+    ``"none"``: the target alone.
+
+    ``k`` tokens are proposed per step; with ``adaptive=True`` (draft chains) k is re-chosen
     every step within [k_min, k_max] to maximise expected tokens per unit time
     (1 - a^(k+1)) / ((1 - a)(1 + k c)) given an EMA (``ema_decay``) of the
     acceptance rate a and a cost ratio c = draft time per token / target time
@@ -194,6 +213,10 @@ class SpeculativeConfig:
     method: str = _d("speculative", "method")
     lookup_ngram: int = _d("speculative", "lookup_ngram")
     forced_acceptance: Optional[float] = _d("speculative", "forced_acceptance")
+    branch: int = _d("speculative", "branch")
+    max_nodes: int = _d("speculative", "max_nodes")
+    lookahead_window: int = _d("speculative", "lookahead_window")
+    lookahead_guesses: int = _d("speculative", "lookahead_guesses")
 
     def __post_init__(self) -> None:
         _contract.check(self, "speculative")
@@ -201,7 +224,13 @@ class SpeculativeConfig:
     @property
     def uses_draft_model(self) -> bool:
         """Whether this method proposes with a draft model."""
-        return self.method == "draft"
+        return self.method in ("draft", "tree")
+
+    @property
+    def needs_draft(self) -> str:
+        """What ``generate(draft=...)`` must be for this method: "model",
+        "medusa" (heads) or "" (nothing)."""
+        return "model" if self.uses_draft_model else "medusa" if self.method == "medusa" else ""
 
     def _core_values(self, enabled: bool) -> dict[str, Any]:
         """The values the core takes; not enabled: target-only decoding."""
@@ -238,6 +267,11 @@ class GenerationStats:
     acceptance_rate: float = math.nan
     mean_accepted_length: float = math.nan
     tokens_per_target_forward: float = math.nan
+    nodes_per_step: float = math.nan
+    """Candidate tokens verified per target forward (tree methods: > k)."""
+    acceptance_by_depth: tuple = ()
+    """P(a candidate at depth d is accepted | the walk reached depth d - 1 and
+    the tree offered candidates there), d = 1, 2, ..."""
     cache_bytes: int = 0
     weight_bytes: int = 0
     peak_rss_bytes: int = 0
@@ -277,6 +311,9 @@ class GenerationStats:
             acceptance_rate=accepted / drafted if drafted else math.nan,
             mean_accepted_length=(accepted + steps) / steps if steps else math.nan,
             tokens_per_target_forward=(n - 1) / forwards if forwards else math.nan,
+            nodes_per_step=drafted / steps if steps else math.nan,
+            acceptance_by_depth=tuple(a / t if t else math.nan
+                                      for a, t in zip(raw.get("depth_accepted", ()), raw.get("depth_tried", ()))),
             cache_bytes=int(raw["cache_bytes"]),
             weight_bytes=weight_bytes,
             peak_rss_bytes=peak_rss,

@@ -13,7 +13,7 @@ import re
 import resource
 import sys
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -155,28 +155,49 @@ class Model:
         stops = as_token_ids(list(stop_token_ids), "stop_token_ids", vocab=self.vocab_size, allow_empty=True)
         if not isinstance(cache, CacheConfig):
             raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
-        spec = speculative or SpeculativeConfig()
-        if not isinstance(spec, SpeculativeConfig):
-            raise TypeError(f"speculative must be a SpeculativeConfig, got {type(spec).__name__}")
-        use_draft = draft is not None
-        if use_draft and not isinstance(draft, Model):
-            raise TypeError(f"draft must be a Model, got {type(draft).__name__}")
-        if use_draft:
-            self._check_draft(draft)
-            if not spec.uses_draft_model:
-                raise ValueError(f"a draft model was given but SpeculativeConfig.method is {spec.method!r}")
-        speculating = use_draft or (speculative is not None and spec.method == "lookup")
+        spec, draft = self._speculation(draft, speculative)
         seed_used = _random_seed() if seed is None else seed
         dcache = draft_cache or cache
         if not isinstance(dcache, CacheConfig):
             raise TypeError(f"draft_cache must be a CacheConfig, got {type(dcache).__name__}")
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed_used}
         gen = _core.Generator(
-            self._core, cache._core_values(self.tokenizer), draft._core if use_draft else None,
-            dcache._core_values(self.tokenizer), spec._core_values(speculating), sampling,
-            prompt, int(max_new_tokens), stops,
+            self._core, cache._core_values(self.tokenizer), draft._core if draft is not None else None,
+            dcache._core_values(self.tokenizer), (spec or SpeculativeConfig())._core_values(spec is not None),
+            sampling, prompt, int(max_new_tokens), stops,
         )
         return gen, int(seed_used)
+
+    def _speculation(self, draft: Any, speculative: Optional[SpeculativeConfig]) -> tuple:
+        """(the SpeculativeConfig to run, or None for target-only decoding,
+        and the draft it runs with), after checking that they go together."""
+        if speculative is not None and not isinstance(speculative, SpeculativeConfig):
+            raise TypeError(f"speculative must be a SpeculativeConfig, got {type(speculative).__name__}")
+        spec = speculative or SpeculativeConfig()
+        if draft is not None:
+            from .medusa import MedusaHeads
+
+            if isinstance(draft, MedusaHeads):
+                if spec.method != "medusa":
+                    raise ValueError(f"Medusa heads were given as draft but SpeculativeConfig.method is "
+                                     f"{spec.method!r} (use method='medusa')")
+                if draft.target is not self:
+                    raise ValueError("these Medusa heads were loaded for another target model")
+            elif isinstance(draft, Model):
+                self._check_draft(draft)
+                if not spec.uses_draft_model:
+                    raise ValueError(f"a draft model was given but SpeculativeConfig.method is {spec.method!r}")
+            else:
+                raise TypeError(f"draft must be a Model or MedusaHeads, got {type(draft).__name__}")
+            return spec, draft
+        needs = spec.needs_draft if speculative is not None else ""
+        if needs == "medusa":
+            raise ValueError("SpeculativeConfig.method 'medusa' needs draft=specstream.load_medusa(path, model)")
+        if needs == "model" and spec.method != "draft":
+            raise ValueError(f"SpeculativeConfig.method {spec.method!r} needs draft=<a draft Model>")
+        if speculative is not None and spec.method in ("lookup", "lookahead"):
+            return spec, None
+        return None, None  # the target alone (a chain without a draft model, or method "none")
 
     def _check_draft(self, draft: "Model") -> None:
         t, d = self.config, draft.config
@@ -197,7 +218,7 @@ class Model:
 
     def generate(self, prompt_ids: TokenIds, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: Optional[int] = None, stop_token_ids: Sequence[int] = (),
-                 cache: CacheConfig = CacheConfig(), draft: Optional["Model"] = None,
+                 cache: CacheConfig = CacheConfig(), draft: Any = None,
                  speculative: Optional[SpeculativeConfig] = SpeculativeConfig(k=5),
                  draft_cache: Optional[CacheConfig] = None, measure_speedup: bool = False,
                  step_tokens: int = 64) -> GenerationResult:
@@ -207,10 +228,12 @@ class Model:
         temperature / top_k / top_p, reproducibly for a given ``seed``.
         Generation stops early only at an id in ``stop_token_ids`` (included
         in the output). With ``draft`` (a smaller model sharing the
-        vocabulary), decoding is speculative per ``speculative``: the output is
-        the target's own (identical tokens when greedy, the same distribution
-        when sampling). ``speculative=SpeculativeConfig(method="lookup")``
-        drafts by prompt lookup without a draft model. ``cache`` (and
+        vocabulary, for the "draft" and "tree" methods, or Medusa heads from
+        ``specstream.load_medusa`` for "medusa"), decoding is speculative per
+        ``speculative``: the output is the target's own (identical tokens when
+        greedy, the same distribution when sampling).
+        ``SpeculativeConfig(method="lookup")`` and ``method="lookahead"``
+        speculate without a draft. ``cache`` (and
         ``draft_cache``, default: the same) bound the KV memory.
         ``measure_speedup`` also runs target-only decoding of the same length
         and reports the ratio in ``stats.speedup``. ``step_tokens`` sets how
@@ -218,10 +241,9 @@ class Model:
         token (or a prompt chunk) with ``KeyboardInterrupt``; the model is
         unharmed (``stream`` keeps the tokens produced so far).
         """
-        speculative_given = draft is not None or (speculative is not None and speculative.method == "lookup")
         gen, seed_used = self._generator(prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-                                         stop_token_ids, cache, draft,
-                                         speculative if speculative_given else None, draft_cache)
+                                         stop_token_ids, cache, draft, speculative, draft_cache)
+        speculating = self._speculation(draft, speculative)[0] is not None
         if isinstance(step_tokens, bool) or not isinstance(step_tokens, int) or step_tokens < 1:
             raise ValueError(f"step_tokens must be a positive int, got {step_tokens!r}")
         parts = []
@@ -230,7 +252,7 @@ class Model:
         tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         stats = GenerationStats._from_core(gen.stats(), self.weight_bytes + (draft.weight_bytes if draft else 0),
                                            _peak_rss_bytes(), seed_used)
-        if measure_speedup and speculative_given:
+        if measure_speedup and speculating:
             base = self.generate(prompt_ids, max_new_tokens=len(tokens), temperature=temperature, top_k=top_k,
                                  top_p=top_p, seed=seed_used, cache=cache, speculative=None)
             if stats.tokens_per_s > 0 and base.stats.tokens_per_s > 0:
@@ -240,7 +262,7 @@ class Model:
 
     def stream(self, prompt_ids: TokenIds, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, seed: Optional[int] = None, stop_token_ids: Sequence[int] = (),
-               cache: CacheConfig = CacheConfig(), draft: Optional["Model"] = None,
+               cache: CacheConfig = CacheConfig(), draft: Any = None,
                speculative: Optional[SpeculativeConfig] = SpeculativeConfig(k=5),
                draft_cache: Optional[CacheConfig] = None) -> "TokenStream":
         """Like :meth:`generate`, but yields token ids as they are produced.
@@ -248,10 +270,8 @@ class Model:
         ``for token in model.stream(ids, 100): ...``; the stream's ``stats``
         are complete once it is exhausted.
         """
-        speculative_given = draft is not None or (speculative is not None and speculative.method == "lookup")
         gen, seed_used = self._generator(prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-                                         stop_token_ids, cache, draft,
-                                         speculative if speculative_given else None, draft_cache)
+                                         stop_token_ids, cache, draft, speculative, draft_cache)
         return TokenStream(gen, self.weight_bytes + (draft.weight_bytes if draft else 0), seed_used)
 
 

@@ -489,7 +489,7 @@ def test_huge_top_k_means_no_cut(model: specstream.Model) -> None:
 @pytest.mark.parametrize("kwargs,exc,msg", [
     ({"cache": "full"}, TypeError, "cache must be a CacheConfig, got str"),
     ({"cache": {"policy": "window"}}, TypeError, "cache must be a CacheConfig, got dict"),
-    ({"draft": "tiny"}, TypeError, "draft must be a Model, got str"),
+    ({"draft": "tiny"}, TypeError, "draft must be a Model or MedusaHeads, got str"),
     ({"speculative": {"k": 2}, "draft": "DRAFT"}, TypeError, "speculative must be a SpeculativeConfig, got dict"),
     ({"draft_cache": 8}, TypeError, "draft_cache must be a CacheConfig, got int"),
 ])

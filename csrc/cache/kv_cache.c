@@ -202,22 +202,32 @@ int ss_cache_entropy_force(const ss_kv_cache *c, int64_t t, int64_t known) {
     return c->entropy[ss_cache_slot(c, t - 1)] > c->cfg.entropy_threshold;
 }
 
-ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, ss_view *view, ss_error *err) {
+ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, int64_t index, int64_t visible_end,
+                        ss_view *view, ss_error *err) {
     view->pos = t;
+    view->index = index;
+    view->hi = visible_end - 1;
+    view->n_anc = view->anc_first = 0;
+    /* dynamic pinned tokens exist only once the stream is far past the sinks */
+    view->n_pinned = (int)ss_min64(visible_end, c->n_sink) + c->n_dyn;
     if (t < c->n_sink) {
-        view->n_pinned = (int)(t + 1);
-        view->lo = t + 1;
+        view->lo = c->n_sink;
         view->cache_pos = t;
         return SS_OK;
     }
-    view->n_pinned = c->n_sink + c->n_dyn;
     view->lo = s->first;
     view->cache_pos = view->n_pinned + (t - s->first);
-    if (t - s->first + 1 > c->ring)
+    if (index - s->first + 1 > c->ring) {
+        if (index == t)
+            return ss_fail(err, SS_ERR_CAPACITY,
+                           "sequence of %lld tokens exceeds the KV cache capacity of %d tokens "
+                           "(raise CacheConfig.capacity or use a bounded policy)",
+                           (long long)(index + 1), c->ring);
         return ss_fail(err, SS_ERR_CAPACITY,
-                       "sequence of %lld tokens exceeds the KV cache capacity of %d tokens "
-                       "(raise CacheConfig.capacity or use a bounded policy)",
-                       (long long)(t + 1), c->ring);
+                       "a token tree pending at position %lld needs %lld cache slots, more than the KV cache capacity "
+                       "of %d tokens (raise CacheConfig.capacity or verify smaller trees)",
+                       (long long)t, (long long)(index - s->first + 1), c->ring);
+    }
     return SS_OK;
 }
 
@@ -233,23 +243,40 @@ float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t) {
     return c->v + row_of(c, layer, head, ss_cache_slot(c, t));
 }
 
-int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view, const float *q_pinned,
-                  const float *q_window, float *acc, ss_kv_run runs[3]) {
+int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view, const int32_t *ancestor_slots,
+                  const float *q_pinned, const float *q_window, float *acc, ss_kv_run runs[4]) {
     int n = 0;
     const size_t base = row_of(c, layer, head, 0);
-    if (view->n_pinned > 0)
-        runs[n++] = (ss_kv_run){q_pinned, c->k + base, c->v + base, view->n_pinned, acc};
-    int64_t len = view->pos - view->lo + 1;
-    if (len <= 0) return n;
-    size_t start = ss_cache_slot(c, view->lo);
-    while (len > 0) {
-        const int64_t take = ss_min64(len, (int64_t)((size_t)c->slots - start));
-        const size_t off = base + start * c->head_dim;
-        runs[n++] = (ss_kv_run){q_window, c->k + off, c->v + off, (int)take, acc ? acc + start : NULL};
-        len -= take;
-        start = (size_t)c->pinned;
+    const float *k = c->k + base, *v = c->v + base;
+    if (view->n_pinned > 0) runs[n++] = (ss_kv_run){q_pinned, k, v, 0, view->n_pinned, NULL, acc};
+    int64_t len = view->hi - view->lo + 1;
+    if (len > 0) {
+        int start = (int)ss_cache_slot(c, view->lo);
+        while (len > 0) {
+            const int take = (int)ss_min64(len, (int64_t)(c->slots - start));
+            runs[n++] = (ss_kv_run){q_window, k, v, start, take, NULL, acc};
+            len -= take;
+            start = c->pinned;
+        }
     }
+    if (view->n_anc > 0)
+        runs[n++] = (ss_kv_run){q_window, k, v, 0, view->n_anc, ancestor_slots + view->anc_first, acc};
     return n;
+}
+
+void ss_cache_move(ss_kv_cache *c, int64_t from, int64_t to) {
+    const size_t src = ss_cache_slot(c, from), dst = ss_cache_slot(c, to), bytes = (size_t)c->head_dim * sizeof(float);
+    if (src == dst) return;
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int h = 0; h < c->n_head; h++) {
+            memcpy(c->k + row_of(c, l, h, dst), c->k + row_of(c, l, h, src), bytes);
+            memcpy(c->v + row_of(c, l, h, dst), c->v + row_of(c, l, h, src), bytes);
+        }
+    }
+    if (c->score) c->score[dst] = c->score[src];
+    if (c->token) c->token[dst] = c->token[src];
+    if (c->entropy) c->entropy[dst] = c->entropy[src];
+    for (int i = 0; i < c->n_acc; i++) c->acc[(size_t)i * c->slots + dst] = c->acc[(size_t)i * c->slots + src];
 }
 
 /* ------------------------------------------------------- dynamic tokens */

@@ -49,13 +49,31 @@ typedef struct {
     int draining;   /* max_drop spread an eviction over several steps */
 } ss_schedule;
 
-/* What the query at stream position t sees. */
+/* What one new token's query sees, and where its own key goes. Tokens come
+ * in batches that form a tree hanging off the committed sequence (a chain,
+ * in the common case): a token sits at text position `pos` (its parent's
+ * plus one) and is stored at stream index `index` (the committed length plus
+ * its place among the pending tokens; pos == index along a chain). */
 typedef struct {
-    int64_t pos;        /* text position t (rotation of window keys)        */
-    int n_pinned;       /* sink slots visible                               */
-    int64_t lo;         /* window run [lo, pos]; empty when lo > pos        */
-    int64_t cache_pos;  /* index of the query in the cache (sink rotation)  */
+    int64_t pos;        /* text position: where the query and its key are rotated */
+    int64_t index;      /* stream index: the ring slot of its key and value       */
+    int n_pinned;       /* sink/pinned slots visible                               */
+    int64_t lo, hi;     /* then the keys of stream indices [lo, hi] (the window;
+                           through the token itself along a chain); none when
+                           lo > hi                                                 */
+    int64_t cache_pos;  /* index of the query in the cache (sink rotation)        */
+    int anc_first, n_anc; /* then the keys in slots ancestor_slots[anc_first ..
+                             + n_anc): a tree token's visible ancestors among the
+                             pending tokens, in position order, itself last      */
 } ss_view;
+
+/* Keys a view shows (the CUDA kernels count them too). */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int ss_view_keys(const ss_view *v) {
+    return v->n_pinned + (int)(v->hi >= v->lo ? v->hi - v->lo + 1 : 0) + v->n_anc;
+}
 
 typedef struct {
     ss_cache_config cfg;
@@ -94,7 +112,7 @@ void ss_cache_release(ss_kv_cache *c);
 void ss_cache_reset(ss_kv_cache *c);
 size_t ss_cache_bytes(const ss_kv_cache *c);
 
-/* Applies to s the eviction due before the token at stream position t is
+/* Applies to s the eviction due before the token at text position t is
  * appended (force: the entropy trigger fired); returns how many keys it
  * dropped and, through kept, how many window + sink keys the cache holds
  * once t is in. */
@@ -115,22 +133,31 @@ void ss_cache_collect_scores(ss_kv_cache *c);
  * their keys), per the policy. */
 void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped);
 
-/* Slot of the token at text position t (sinks, then the ring). */
+/* Slot of the token at stream index t (sinks, then the ring). */
 size_t ss_cache_slot(const ss_kv_cache *c, int64_t t);
 
-/* The view of the query at position t, given s already advanced for t.
- * Fails when the full policy's capacity is exceeded. */
-ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, ss_view *view,
-                        ss_error *err);
+/* The view of the query at text position t stored at stream index `index`
+ * (>= t), given s already advanced for t: the pinned slots and the window
+ * run up to stream index visible_end - 1 (index + 1 along a chain; the
+ * committed length for a tree token, whose ancestors the caller adds).
+ * Fails when the ring cannot hold the stream through `index`. */
+ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, int64_t index, int64_t visible_end,
+                        ss_view *view, ss_error *err);
 
-/* Rows for the key/value of the token at text position t. */
+/* Moves everything the cache keeps about stream index `from` (keys, values
+ * of every layer and head, scores, entropy, token id) to stream index `to`:
+ * an accepted tree token takes the place of its position. */
+void ss_cache_move(ss_kv_cache *c, int64_t from, int64_t to);
+
+/* Rows for the key/value of the token at stream index t. */
 float *ss_cache_key(const ss_kv_cache *c, int layer, int head, int64_t t);
 float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t);
 
-/* Fills at most 3 runs (pinned, window, window wrap-around) for one query;
- * returns the count. q_pinned/q_window: the query rotated at cache_pos/pos.
- * acc (NULL: no tracking) is the calling thread's accumulator row. */
-int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view,
-                  const float *q_pinned, const float *q_window, float *acc, ss_kv_run runs[3]);
+/* Fills at most 4 runs (pinned, window, window wrap-around, ancestors) for
+ * one query; returns the count. q_pinned/q_window: the query rotated at
+ * cache_pos/pos. acc (NULL: no tracking) is the calling thread's
+ * accumulator row, by slot. */
+int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view, const int32_t *ancestor_slots,
+                  const float *q_pinned, const float *q_window, float *acc, ss_kv_run runs[4]);
 
 #endif

@@ -282,17 +282,36 @@ void ss_state_record_evictions(ss_state *state, int on);
 const ss_eviction *ss_state_evictions(const ss_state *state, size_t *count);
 void ss_state_clear_evictions(ss_state *state);
 
-/* Runs n new tokens through the model. Token i attends to what the cache
- * policy would let it see had the tokens been decoded one at a time. Logits
- * (n_out rows x vocab_rows, float32) are written for the last n_out tokens
- * when logits != NULL. New tokens stay pending (roll-back-able) until
- * ss_state_commit. */
+/* Runs n new tokens through the model as a chain after the tokens already
+ * there (the committed ones and any pending since). Token i attends to what
+ * the cache policy would let it see had the tokens been decoded one at a
+ * time. Logits (n_out rows x vocab_rows, float32) are written for the last
+ * n_out tokens when logits != NULL. New tokens stay pending (roll-back-able)
+ * until ss_state_commit or ss_state_accept. */
 ss_status ss_forward(const ss_model *model, ss_state *state, const int32_t *tokens,
                      int n, float *logits, int n_out, ss_error *err);
+/* The same for n tokens that form a tree hanging off the committed
+ * sequence: parents[i] is the pending index of token i's parent (pending
+ * tokens are numbered from 0 in the order they were given since the last
+ * commit, this call's included) or -1 for a child of the last committed
+ * token; parents == NULL continues the pending chain. A token sits at its
+ * parent's position + 1 and sees the committed keys its cache policy shows
+ * there plus its ancestors (the tree attention mask); its result does not
+ * depend on the other branches. Outputs for the last n_out tokens: logits
+ * [n_out][vocab_rows] and/or hidden [n_out][d_model] (the final hidden
+ * states, after the final LayerNorm), each optional. */
+ss_status ss_forward_tree(const ss_model *model, ss_state *state, const int32_t *tokens, const int32_t *parents,
+                          int n, float *logits, float *hidden, int n_out, ss_error *err);
 /* Drops the newest n pending tokens (rejected speculative tokens): O(1). */
 ss_status ss_state_rollback(ss_state *state, int n, ss_error *err);
-/* Accepts all pending tokens and applies the evictions they imply. */
-void ss_state_commit(ss_state *state);
+/* Accepts all pending tokens (they must form a chain) and applies the
+ * evictions they imply. */
+ss_status ss_state_commit(ss_state *state, ss_error *err);
+/* Accepts a path of pending tokens -- path[0] a child of the last committed
+ * token, each next one a child of the one before -- and drops every other
+ * pending token: the path's keys move to the slots of their positions
+ * (O(accepted) copies), then the evictions they imply apply. */
+ss_status ss_state_accept(ss_state *state, const int32_t *path, int n, ss_error *err);
 
 /* ------------------------------------------------------------- evaluation */
 
@@ -322,26 +341,40 @@ typedef struct {
 /* ------------------------------------------------------------- generation */
 
 typedef enum {
-    SS_SPEC_NONE = 0,    /* target-only decoding                          */
-    SS_SPEC_DRAFT,       /* a small draft model proposes                   */
-    SS_SPEC_LOOKUP       /* prompt lookup: n-gram match in the context     */
+    SS_SPEC_NONE = 0,    /* target-only decoding                                   */
+    SS_SPEC_DRAFT,       /* a small draft model proposes a chain of k tokens       */
+    SS_SPEC_LOOKUP,      /* prompt lookup: the continuation of an earlier n-gram   */
+    SS_SPEC_TREE,        /* a draft model proposes a token tree (depth k)          */
+    SS_SPEC_LOOKAHEAD,   /* Lookahead decoding: Jacobi iterations + n-gram pool    */
+    SS_SPEC_MEDUSA       /* Medusa heads on the target's last hidden state         */
 } ss_spec_method;
 
 extern const char *const ss_spec_method_names[]; /* by ss_spec_method */
 
+/* Deepest speculation (k) any method may use, and most tree nodes verified
+ * in one step. */
+#define SS_MAX_DEPTH 64
+#define SS_MAX_TREE_NODES 255
+
 #define SS_SPECULATIVE_FIELDS(X)                                                                               \
-    X(INT, k, 5, 1, 64, SS_CLOSED, NULL, NULL, "tokens proposed per step (adaptive: the first step's)")             \
-    X(BOOL, adaptive, 0, 0, 1, SS_CLOSED, NULL, NULL, "pick k each step from an EMA of the acceptance rate")        \
-    X(INT, k_min, 1, 1, 64, SS_CLOSED, NULL, NULL, "adaptive k: smallest k")                                       \
-    X(INT, k_max, 8, 1, 64, SS_CLOSED, NULL, NULL, "adaptive k: largest k")                                        \
-    X(FLOAT, ema_decay, 0.8, 0.0, 1.0, SS_OPEN_MAX, NULL, NULL, "adaptive k: weight of the past in the EMAs")        \
-    X(FLOAT, cost_ratio, -2.0, 0.0, 1000.0, SS_CLOSED, NULL, "None=-2,measured=-1",                                \
-      "adaptive k: draft time per token / target time per verification (none: the models' weight-bytes "   \
+    X(INT, k, 5, 1, SS_MAX_DEPTH, SS_CLOSED, NULL, NULL,                                                      \
+      "tokens proposed per step: chain length, tree depth, Lookahead n-gram size - 1, Medusa heads used")     \
+    X(BOOL, adaptive, 0, 0, 1, SS_CLOSED, NULL, NULL, "draft chains: pick k each step from the acceptance rate") \
+    X(INT, k_min, 1, 1, SS_MAX_DEPTH, SS_CLOSED, NULL, NULL, "adaptive k: smallest k")                        \
+    X(INT, k_max, 8, 1, SS_MAX_DEPTH, SS_CLOSED, NULL, NULL, "adaptive k: largest k")                         \
+    X(FLOAT, ema_decay, 0.8, 0.0, 1.0, SS_OPEN_MAX, NULL, NULL, "adaptive k: weight of the past in the EMAs") \
+    X(FLOAT, cost_ratio, -2.0, 0.0, 1000.0, SS_CLOSED, NULL, "None=-2,measured=-1",                           \
+      "adaptive k: draft time per token / target time per verification (None: the models' weight-bytes "   \
       "ratio; measured: an EMA of step timings)")                                                             \
-    X(CHOICE, method, SS_SPEC_DRAFT, 0, 0, SS_CLOSED, ss_spec_method_names, NULL, "how tokens are proposed")       \
-    X(INT, lookup_ngram, 3, 1, 64, SS_CLOSED, NULL, NULL, "prompt lookup: longest n-gram matched")                 \
-    X(FLOAT, forced_acceptance, -1.0, 0.0, 1.0, SS_CLOSED, NULL, "None=-1",                                        \
-      "benchmark knob: accept each proposal with this probability, ignoring the models (none: off)")
+    X(CHOICE, method, SS_SPEC_DRAFT, 0, 0, SS_CLOSED, ss_spec_method_names, NULL, "how tokens are proposed")  \
+    X(INT, lookup_ngram, 3, 1, 64, SS_CLOSED, NULL, NULL, "prompt lookup: longest n-gram matched")            \
+    X(FLOAT, forced_acceptance, -1.0, 0.0, 1.0, SS_CLOSED, NULL, "None=-1",                                   \
+      "benchmark knob: accept each proposal with this probability, ignoring the models (None: off)")          \
+    X(INT, branch, 2, 1, 16, SS_CLOSED, NULL, NULL,                                                           \
+      "tree and medusa: children drawn per expanded node (tree: nodes expanded per depth)")                   \
+    X(INT, max_nodes, 16, 1, SS_MAX_TREE_NODES, SS_CLOSED, NULL, NULL, "tree and medusa: candidate nodes verified per step") \
+    X(INT, lookahead_window, 5, 1, 64, SS_CLOSED, NULL, NULL, "lookahead: W, the Jacobi window (columns)")     \
+    X(INT, lookahead_guesses, 5, 1, 64, SS_CLOSED, NULL, NULL, "lookahead: G, n-grams verified per step")
 
 typedef struct {
     SS_SPECULATIVE_FIELDS(SS_DECLARE_FIELD)
@@ -358,19 +391,43 @@ typedef struct {
     double draft_s, verify_s;/* speculative split of decode_s              */
     int64_t new_tokens;
     int64_t target_forwards; /* decode-phase target forward calls          */
-    int64_t drafted, accepted;
+    int64_t drafted, accepted; /* candidate nodes verified / accepted       */
     int64_t draft_steps;     /* verification rounds                        */
     size_t cache_bytes;      /* KV bytes of target (+ draft)               */
+    /* acceptance by depth: rounds whose tree offered candidates at depth d
+     * below an accepted node (tried) and that accepted one (accepted) */
+    int64_t depth_tried[SS_MAX_DEPTH + 1], depth_accepted[SS_MAX_DEPTH + 1];
 } ss_gen_stats;
+
+/* Medusa heads (Cai et al. 2024): extra decoding heads on a target's final
+ * hidden state x (after the final LayerNorm); head i gives logits for the
+ * token i + 2 places ahead: lm_head_i(x + SiLU(w_i x + b_i)). lm_head_i may
+ * be absent (NULL data): the head then shares the target's embed_out. */
+typedef struct {
+    ss_tensor w;        /* [d_model, d_model] */
+    ss_tensor b;        /* [d_model]          */
+    ss_tensor lm_head;  /* [vocab_rows, d_model], or data == NULL */
+} ss_medusa_head_weights;
+
+typedef struct ss_medusa ss_medusa;
+
+/* Copies the heads (f32); the target is borrowed and must outlive them. */
+ss_status ss_medusa_create(const ss_model *target, const ss_medusa_head_weights *heads, int n_heads,
+                           ss_medusa **out, ss_error *err);
+void ss_medusa_free(ss_medusa *medusa);
+int ss_medusa_n_heads(const ss_medusa *medusa);
+/* Logits of every head ([n_heads][vocab_rows]) for one hidden state. */
+ss_status ss_medusa_logits(const ss_medusa *medusa, const float *hidden, float *logits, ss_error *err);
 
 typedef struct ss_generator ss_generator;
 
-/* draft may be NULL (target-only or prompt lookup). The generator owns the
- * states it creates; models are borrowed and must outlive it. The prompt is
- * processed by the first ss_generator_step call. */
+/* draft: the draft model of the draft and tree methods (else NULL); medusa:
+ * the heads of the medusa method (else NULL). The generator owns the states
+ * it creates; models and heads are borrowed and must outlive it. The prompt
+ * is processed by the first ss_generator_step call. */
 ss_status ss_generator_create(const ss_model *target, const ss_cache_config *target_cache,
                               const ss_model *draft, const ss_cache_config *draft_cache,
-                              const ss_speculative *spec, const ss_sampling *sampling,
+                              const ss_medusa *medusa, const ss_speculative *spec, const ss_sampling *sampling,
                               const int32_t *prompt, int n_prompt, int64_t max_new_tokens,
                               const int32_t *stop_ids, int n_stop,
                               ss_generator **out, ss_error *err);

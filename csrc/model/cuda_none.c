@@ -21,9 +21,9 @@ ss_status ss_cuda_state_init(ss_state *s, ss_error *err) {
 
 void ss_cuda_state_release(ss_state *s) { (void)s; }
 
-ss_status ss_cuda_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens, int n, float *logits,
+ss_status ss_cuda_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens, int n, float *logits, float *hidden,
                             int n_out, ss_error *err) {
-    (void)m; (void)s; (void)tokens; (void)n; (void)logits; (void)n_out;
+    (void)m; (void)s; (void)tokens; (void)n; (void)logits; (void)hidden; (void)n_out;
     return ss_fail(err, SS_ERR_UNSUPPORTED, "this build of specstream has no CUDA backend");
 }
 #endif

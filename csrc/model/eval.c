@@ -24,7 +24,7 @@ ss_status ss_eval_nll(const ss_model *m, ss_state *s, const int32_t *tokens, int
     if (n < 2) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "perplexity needs at least 2 tokens, got %lld", (long long)n);
     if (chunk < 1 || chunk > s->max_pending)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "chunk must be in [1, %d], got %d", s->max_pending, chunk);
-    if (s->length != 0) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "evaluation needs a fresh state");
+    if (ss_state_length(s) != 0) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "evaluation needs a fresh state");
     const int V = m->cfg.vocab_rows;
     for (int64_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
@@ -42,15 +42,15 @@ ss_status ss_eval_nll(const ss_model *m, ss_state *s, const int32_t *tokens, int
         }
         const int c = (int)ss_min64(chunk, n - i);
         st = ss_forward(m, s, tokens + i, c, logits, c, err);
+        if (st == SS_OK) st = ss_state_commit(s, err);
         if (st != SS_OK) break;
-        ss_state_commit(s);
         for (int j = 0; j < c; j++) {
             const int64_t t = i + j;
             if (visible) {
                 const ss_view *v = &s->views[j];
                 visible[t] = s->cache.cfg.policy == SS_CACHE_RECOMPUTE
                                  ? (int32_t)ss_min64(t + 1, s->cache.cfg.window)
-                                 : v->n_pinned + (int32_t)(v->pos >= v->lo ? v->pos - v->lo + 1 : 0);
+                                 : ss_view_keys(v);
             }
             if (t + 1 < n) nll[t] = nll_of(logits + (size_t)j * V, V, tokens[t + 1]);
         }

@@ -204,7 +204,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
         }
         const int c = (int)(n - i < chunk ? n - i : chunk);
         st = ss_forward(self->model, state, tok + i, c, logits + (size_t)i * V, c, &err);
-        ss_state_commit(state);
+        if (st == SS_OK) st = ss_state_commit(state, &err);
     }
     ss_state_free(state);
     Py_END_ALLOW_THREADS
@@ -365,12 +365,144 @@ static PyTypeObject ModelType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ------------------------------------------------------------ MedusaHeads */
+
+typedef struct {
+    PyObject_HEAD
+    ss_medusa *heads;
+    PyObject *target; /* the model the heads read: kept alive */
+} MedusaObject;
+
+static void Medusa_dealloc(MedusaObject *self) {
+    ss_medusa_free(self->heads);
+    Py_XDECREF(self->target);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* MedusaHeads(target, tensors: dict) with tensors "medusa.{i}.w" [d, d],
+ * "medusa.{i}.b" [d] and optionally "medusa.{i}.lm_head" [vocab_rows, d]
+ * for heads i = 0, 1, ... */
+static int Medusa_init(MedusaObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"target", "tensors", NULL};
+    PyObject *target, *tensors;
+    if (self->heads) {
+        PyErr_SetString(PyExc_RuntimeError, "MedusaHeads is already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!", kwlist, &ModelType, &target, &PyDict_Type, &tensors) ||
+        check_model((ModelObject *)target) < 0)
+        return -1;
+    int n = 0;
+    char name[64];
+    for (;; n++) {
+        snprintf(name, sizeof name, "medusa.%d.w", n);
+        if (!PyDict_GetItemString(tensors, name)) break;
+    }
+    if (n < 1 || n > SS_MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "Medusa heads: expected tensors medusa.0.w, medusa.1.w, ... (1 to %d heads), "
+                     "found %d", SS_MAX_DEPTH, n);
+        return -1;
+    }
+    ss_medusa_head_weights *w = PyMem_Calloc((size_t)n, sizeof *w);
+    PyObject *keep = PyList_New(0);
+    int rc = w && keep ? 0 : -1;
+    for (int i = 0; i < n && rc == 0; i++) {
+        snprintf(name, sizeof name, "medusa.%d.w", i);
+        rc |= get_tensor(tensors, keep, name, &w[i].w);
+        snprintf(name, sizeof name, "medusa.%d.b", i);
+        rc |= get_tensor(tensors, keep, name, &w[i].b);
+        snprintf(name, sizeof name, "medusa.%d.lm_head", i);
+        rc |= get_tensor(tensors, keep, name, &w[i].lm_head);
+    }
+    if (rc != 0) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        PyMem_Free(w);
+        Py_XDECREF(keep);
+        return -1;
+    }
+    ss_error err = {{0}};
+    ss_status st;
+    ss_medusa *heads = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    st = ss_medusa_create(((ModelObject *)target)->model, w, n, &heads, &err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(w);
+    Py_DECREF(keep); /* the heads hold f32 copies */
+    if (st != SS_OK) {
+        ss_py_raise(st, &err);
+        return -1;
+    }
+    self->heads = heads;
+    Py_INCREF(target);
+    Py_XSETREF(self->target, target);
+    return 0;
+}
+
+/* logits(hidden [d]) -> [n_heads, vocab_rows] */
+static PyObject *Medusa_logits(MedusaObject *self, PyObject *arg) {
+    if (!self->heads) {
+        PyErr_SetString(PyExc_RuntimeError, "MedusaHeads is not initialised");
+        return NULL;
+    }
+    PyArrayObject *h = (PyArrayObject *)PyArray_FROMANY(arg, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!h) return NULL;
+    const ss_model_config *c = ss_model_get_config(((ModelObject *)self->target)->model);
+    if (PyArray_DIM(h, 0) != c->d_model) {
+        Py_DECREF(h);
+        return PyErr_Format(PyExc_ValueError, "hidden state must have d_model = %d values", c->d_model);
+    }
+    npy_intp dims[2] = {ss_medusa_n_heads(self->heads), c->vocab_rows};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    ss_error err = {{0}};
+    ss_status st = SS_OK;
+    if (out) {
+        Py_BEGIN_ALLOW_THREADS
+        st = ss_medusa_logits(self->heads, PyArray_DATA(h), PyArray_DATA(out), &err);
+        Py_END_ALLOW_THREADS
+    }
+    Py_DECREF(h);
+    if (!out) return NULL;
+    if (st != SS_OK) {
+        Py_DECREF(out);
+        return ss_py_raise(st, &err);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Medusa_get_n_heads(MedusaObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLong(self->heads ? ss_medusa_n_heads(self->heads) : 0);
+}
+
+static PyMethodDef Medusa_methods[] = {
+    {"logits", (PyCFunction)Medusa_logits, METH_O, "logits(hidden) -> [n_heads, vocab_rows]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Medusa_getset[] = {
+    {"n_heads", (getter)Medusa_get_n_heads, NULL, "number of heads", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject MedusaType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "specstream._core.MedusaHeads",
+    .tp_basicsize = sizeof(MedusaObject),
+    .tp_dealloc = (destructor)Medusa_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Medusa heads of a target model (C core). Use specstream.load_medusa().",
+    .tp_methods = Medusa_methods,
+    .tp_getset = Medusa_getset,
+    .tp_init = (initproc)Medusa_init,
+    .tp_new = PyType_GenericNew,
+};
+
 /* -------------------------------------------------------------- Generator */
 
 typedef struct {
     PyObject_HEAD
     ss_generator *gen;
-    PyObject *target, *draft; /* keep the models alive */
+    PyObject *target, *draft; /* keep the models (or heads) alive */
     int busy;                 /* a step runs without the GIL */
 } GeneratorObject;
 
@@ -401,9 +533,10 @@ static int claim(GeneratorObject *self) {
     return idle(self);
 }
 
-/* Generator(target, target_cache, draft|None, draft_cache, speculative, sampling, prompt, max_new, stop_ids);
- * the configs are dicts of field values (missing fields: the core's
- * defaults); a full cache without a capacity is sized by the core. */
+/* Generator(target, target_cache, draft, draft_cache, speculative, sampling, prompt, max_new, stop_ids);
+ * draft: a Model (draft and tree methods), MedusaHeads or None; the configs
+ * are dicts of field values (missing fields: the core's defaults); a full
+ * cache without a capacity is sized by the core. */
 static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds) {
     (void)kwds;
     PyObject *target, *tcache_values, *draft, *dcache_values, *spec_values, *samp_values, *prompt_obj, *stop_obj;
@@ -412,8 +545,13 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
                           &PyDict_Type, &dcache_values, &PyDict_Type, &spec_values, &PyDict_Type, &samp_values,
                           &prompt_obj, &max_new, &stop_obj))
         return -1;
-    if (draft != Py_None && !PyObject_TypeCheck(draft, &ModelType)) {
-        PyErr_SetString(PyExc_TypeError, "draft must be a Model or None");
+    const int is_heads = PyObject_TypeCheck(draft, &MedusaType);
+    if (draft != Py_None && !PyObject_TypeCheck(draft, &ModelType) && !is_heads) {
+        PyErr_SetString(PyExc_TypeError, "draft must be a Model, MedusaHeads or None");
+        return -1;
+    }
+    if (is_heads && !((MedusaObject *)draft)->heads) {
+        PyErr_SetString(PyExc_RuntimeError, "MedusaHeads is not initialised");
         return -1;
     }
     ss_cache_config tcache, dcache;
@@ -425,7 +563,8 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
         ss_py_config_parse(SS_CONFIG_CACHE, dcache_values, &dcache, keep) < 0 ||
         ss_py_config_parse(SS_CONFIG_SPECULATIVE, spec_values, &spec, keep) < 0 ||
         ss_py_config_parse(SS_CONFIG_SAMPLING, samp_values, &samp, keep) < 0 ||
-        check_model((ModelObject *)target) < 0 || (draft != Py_None && check_model((ModelObject *)draft) < 0) ||
+        check_model((ModelObject *)target) < 0 ||
+        (draft != Py_None && !is_heads && check_model((ModelObject *)draft) < 0) ||
         !(prompt = as_ids(prompt_obj, "prompt")) || !(stops = as_ids(stop_obj, "stop_token_ids"))) {
         Py_XDECREF(prompt); Py_XDECREF(stops); Py_XDECREF(keep);
         return -1;
@@ -439,9 +578,10 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     ss_error err = {{0}};
     ss_status st;
     ss_generator *gen = NULL;
-    const ss_model *dm = draft == Py_None ? NULL : ((ModelObject *)draft)->model;
+    const ss_model *dm = draft == Py_None || is_heads ? NULL : ((ModelObject *)draft)->model;
+    const ss_medusa *heads = is_heads ? ((MedusaObject *)draft)->heads : NULL;
     Py_BEGIN_ALLOW_THREADS
-    st = ss_generator_create(((ModelObject *)target)->model, &tcache, dm, &dcache, &spec, &samp,
+    st = ss_generator_create(((ModelObject *)target)->model, &tcache, dm, &dcache, heads, &spec, &samp,
                              PyArray_DATA(prompt), (int)n_prompt, max_new, PyArray_DATA(stops),
                              (int)PyArray_DIM(stops, 0), &gen, &err);
     Py_END_ALLOW_THREADS
@@ -520,11 +660,26 @@ static PyObject *Generator_stats(GeneratorObject *self, PyObject *args) {
     (void)args;
     if (claim(self) < 0) return NULL;
     const ss_gen_stats *s = ss_generator_stats(self->gen);
-    return Py_BuildValue("{sd,sd,sd,sd,sd,sL,sL,sL,sL,sL,sn}", "prefill_s", s->prefill_s, "ttft_s", s->ttft_s,
+    /* acceptance by depth, up to the deepest depth tried */
+    int depth = 0;
+    for (int d = 1; d <= SS_MAX_DEPTH; d++)
+        if (s->depth_tried[d] > 0) depth = d;
+    PyObject *tried = PyList_New(depth), *accepted = PyList_New(depth);
+    for (int d = 0; tried && accepted && d < depth; d++) {
+        PyList_SET_ITEM(tried, d, PyLong_FromLongLong(s->depth_tried[d + 1]));
+        PyList_SET_ITEM(accepted, d, PyLong_FromLongLong(s->depth_accepted[d + 1]));
+    }
+    if (!tried || !accepted) {
+        Py_XDECREF(tried);
+        Py_XDECREF(accepted);
+        return NULL;
+    }
+    return Py_BuildValue("{sd,sd,sd,sd,sd,sL,sL,sL,sL,sL,sn,sN,sN}", "prefill_s", s->prefill_s, "ttft_s", s->ttft_s,
                          "decode_s", s->decode_s, "draft_s", s->draft_s, "verify_s", s->verify_s,
                          "new_tokens", (long long)s->new_tokens, "target_forwards", (long long)s->target_forwards,
                          "drafted", (long long)s->drafted, "accepted", (long long)s->accepted,
-                         "draft_steps", (long long)s->draft_steps, "cache_bytes", (Py_ssize_t)s->cache_bytes);
+                         "draft_steps", (long long)s->draft_steps, "cache_bytes", (Py_ssize_t)s->cache_bytes,
+                         "depth_tried", tried, "depth_accepted", accepted);
 }
 
 static PyObject *Generator_get_done(GeneratorObject *self, void *closure) {
@@ -567,7 +722,12 @@ static PyTypeObject GeneratorType = {
 };
 
 int ss_py_add_model(PyObject *m) {
-    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&GeneratorType) < 0) return -1;
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&GeneratorType) < 0 || PyType_Ready(&MedusaType) < 0) return -1;
+    Py_INCREF(&MedusaType);
+    if (PyModule_AddObject(m, "MedusaHeads", (PyObject *)&MedusaType) < 0) {
+        Py_DECREF(&MedusaType);
+        return -1;
+    }
     Py_INCREF(&ModelType);
     if (PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0) {
         Py_DECREF(&ModelType);

@@ -1,44 +1,46 @@
-/* Generation: target-only decoding and speculative decoding behind one loop.
+/* Generation: target-only and speculative decoding in one verification loop.
  *
- * Invariant between steps: the target has processed every committed token but
- * the last one (`tokens[n-1]`), which the next step feeds. A speculative step:
+ * Invariant between rounds: the target has processed every committed token
+ * but the last one (the root), which the next round feeds. A round:
  *
- *   1. the draft proposes d1..dk (k cheap one-token forwards, or an n-gram
- *      match in the context for prompt lookup);
- *   2. the target runs [last, d1..dk] in ONE forward: k+1 distributions;
- *   3. the verifier keeps the longest acceptable prefix d1..dj and adds one
- *      token y (correction on rejection, bonus when all k pass);
- *   4. both caches roll back what was rejected (a length change) and commit,
- *      which applies evictions only now, after acceptance.
+ *   1. the drafter (drafter.h; none for target-only decoding) proposes a
+ *      tree of candidates hanging off the root;
+ *   2. the target runs [root, candidates...] in ONE forward with the tree
+ *      attention mask: one distribution per node;
+ *   3. the verifier (verify.h) walks the tree, accepting a path of
+ *      candidates and adding one token of its own;
+ *   4. the target's cache keeps the accepted path (its keys move into place,
+ *      rejected branches vanish) and only then applies evictions; the
+ *      drafter hears the verdict and readies itself.
  *
- * Greedy verification accepts while the target's argmax equals the draft;
- * sampling uses the lossless rule (accept with min(1, p/q), else resample
- * from max(0, p - q)), so the output distribution is the target's. */
+ * Greedy verification accepts a candidate when it is the target's argmax;
+ * sampling uses the lossless multi-candidate rule, so the output is the
+ * target's own in both cases (token-identical / the same distribution). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 #include "config.h"
+#include "spec/drafter.h"
 #include "spec/sampling.h"
+#include "spec/verify.h"
 
-enum { PREFILL_CHUNK = 256, MIN_BOUNDED_CHUNK = 16, LOOKUP_HORIZON = 4096 };
+enum { PREFILL_CHUNK = 256, MIN_BOUNDED_CHUNK = 16 };
 
 struct ss_generator {
-    const ss_model *target, *draft;
-    ss_state *ts, *ds;
+    const ss_model *target;
+    ss_state *ts;
+    ss_drafter *drafter;  /* NULL: target-only decoding                       */
     ss_speculative spec;
     ss_sampling sampling;
     ss_rng rng;
-    int vocab;            /* ids both models share                          */
-    int k_cap;            /* largest k a step may use                       */
-    int k;                /* k of the next step                             */
-    double ema_accept;    /* acceptance rate per drafted token              */
-    double ema_cost;      /* draft time per token / target verify time      */
+    int vocab;            /* ids target and drafter share                     */
+    int vocab_rows, d_model;
+    int max_nodes;        /* largest tree the drafter proposes                */
     /* committed sequence: prompt then generated tokens */
     int32_t *tokens;
     int64_t n_tokens, cap_tokens, n_prompt;
-    int64_t draft_len;    /* tokens the draft has processed                 */
     int64_t max_new, produced;
     int32_t *stop_ids;
     int n_stop;
@@ -46,53 +48,67 @@ struct ss_generator {
     int32_t *outbox;
     int n_outbox, outbox_head;
     int started, prefilled, done;
-    float *logits;        /* [k_cap + 1][target vocab_rows]                 */
-    float *draft_logits;  /* [draft vocab_rows]                             */
-    float *p, *q;         /* [k_cap + 1][vocab] target / [k_cap][vocab] draft */
-    ss_prob_index *scratch;
-    int32_t *feed;        /* [k_cap + 1]: the last token, then proposals  */
-    int32_t *proposal;    /* feed + 1                                       */
+    ss_draft_tree tree;
+    int32_t *feed, *feed_parent, *accept_path; /* [1 + max_nodes]            */
+    float *logits;        /* [1 + max_nodes][vocab_rows]                      */
+    float *hidden;        /* [1 + max_nodes][d_model], drafters that want it  */
+    ss_verify_work work;
+    ss_walk walk;
     double t_start, t_first;
     ss_gen_stats stats;
 };
 
-static int greedy(const ss_generator *g) { return g->sampling.temperature <= 0.0f; }
+const char *const ss_spec_method_names[] = {"none", "draft", "lookup", "tree", "lookahead", "medusa", NULL};
 
-const char *const ss_spec_method_names[] = {"none", "draft", "lookup", NULL};
+/* Nodes a Lookahead step verifies and runs: the n-gram trie, the lookahead
+ * branch's W - 1 + W (N - 2) tokens. */
+static int lookahead_nodes(const ss_speculative *s) {
+    return s->lookahead_guesses * s->k + (s->lookahead_window - 1) + s->lookahead_window * (s->k - 1);
+}
 
 ss_status ss_speculative_rules(const ss_speculative *s, ss_error *err) {
     if (s->adaptive && s->k_max < s->k_min)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
                        "SpeculativeConfig needs k_min <= k_max <= 64, got k_min=%d k_max=%d", s->k_min, s->k_max);
+    if ((s->method == SS_SPEC_TREE || s->method == SS_SPEC_MEDUSA) && s->max_nodes < s->k)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "SpeculativeConfig.max_nodes (%d) must be >= k (%d): a tree of depth k has k nodes at least",
+                       s->max_nodes, s->k);
+    if (s->method == SS_SPEC_LOOKAHEAD && s->k < 2)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "SpeculativeConfig.k must be >= 2 for lookahead (its n-grams have k + 1 >= 3 tokens), got %d",
+                       s->k);
+    if (s->method == SS_SPEC_LOOKAHEAD && lookahead_nodes(s) > SS_MAX_TREE_NODES)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "lookahead with k=%d, lookahead_window=%d and lookahead_guesses=%d runs %d tokens per step, "
+                       "more than the limit of %d: lower one of them", s->k, s->lookahead_window, s->lookahead_guesses,
+                       lookahead_nodes(s), SS_MAX_TREE_NODES);
     return SS_OK;
 }
 
 void ss_generator_free(ss_generator *g) {
     if (!g) return;
     ss_state_free(g->ts);
-    ss_state_free(g->ds);
-    void *bufs[] = {g->tokens, g->stop_ids, g->outbox, g->logits, g->draft_logits,
-                    g->p, g->q, g->scratch, g->feed};
+    if (g->drafter) g->drafter->ops->free(g->drafter);
+    void *bufs[] = {g->tokens, g->stop_ids, g->outbox, g->logits, g->hidden, g->work.p, g->work.q,
+                    g->work.scratch, g->feed, g->feed_parent, g->accept_path, g->tree.token, g->tree.parent,
+                    (void *)g->tree.q};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
     free(g);
 }
 
-/* The largest batch of a generator's state: a prefill chunk, at least one
- * verification (k + 1 tokens). A bounded ring keeps room for a whole pending
+/* Tokens per prefill chunk. A bounded ring keeps room for a whole pending
  * batch next to its window (window + R - 1 + batch slots), so a 256-token
  * chunk would more than double the memory of a small window: bounded caches
- * prefill in chunks of a quarter window instead (16 tokens at least, where
- * the GEMM path still pays off). */
-static int state_batch(const ss_cache_config *cache, int k_cap) {
-    int batch = PREFILL_CHUNK;
-    if (cache->policy != SS_CACHE_FULL && cache->policy != SS_CACHE_RECOMPUTE) {
-        const int quarter = cache->window / 4 > MIN_BOUNDED_CHUNK ? cache->window / 4 : MIN_BOUNDED_CHUNK;
-        if (quarter < batch) batch = quarter;
-    }
-    return batch > k_cap + 1 ? batch : k_cap + 1;
+ * prefill in chunks of a quarter window (16 tokens at least, where the
+ * batched products still pay off). */
+static int prefill_chunk(const ss_cache_config *cache) {
+    if (cache->policy == SS_CACHE_FULL || cache->policy == SS_CACHE_RECOMPUTE) return PREFILL_CHUNK;
+    const int quarter = cache->window / 4 > MIN_BOUNDED_CHUNK ? cache->window / 4 : MIN_BOUNDED_CHUNK;
+    return quarter < PREFILL_CHUNK ? quarter : PREFILL_CHUNK;
 }
 
-static ss_status size_full_cache(ss_cache_config *c, int64_t needed, ss_error *err) {
+ss_status ss_size_full_cache(ss_cache_config *c, int64_t needed, ss_error *err) {
     if (c->policy != SS_CACHE_FULL || c->capacity > 0) return SS_OK;
     if (needed > SS_MAX_TOKENS)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
@@ -104,7 +120,7 @@ static ss_status size_full_cache(ss_cache_config *c, int64_t needed, ss_error *e
 
 ss_status ss_generator_create(const ss_model *target, const ss_cache_config *target_cache,
                               const ss_model *draft, const ss_cache_config *draft_cache,
-                              const ss_speculative *spec, const ss_sampling *sampling,
+                              const ss_medusa *medusa, const ss_speculative *spec, const ss_sampling *sampling,
                               const int32_t *prompt, int n_prompt, int64_t max_new_tokens,
                               const int32_t *stop_ids, int n_stop, ss_generator **out, ss_error *err) {
     *out = NULL;
@@ -119,11 +135,12 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     ss_status st = ss_config_check(SS_CONFIG_SAMPLING, sampling, err);
     if (st == SS_OK) st = ss_config_check(SS_CONFIG_SPECULATIVE, spec, err);
     if (st != SS_OK) return st;
-    if (spec->method == SS_SPEC_DRAFT && (!draft || !draft_cache))
+    const int uses_draft = spec->method == SS_SPEC_DRAFT || spec->method == SS_SPEC_TREE;
+    if (uses_draft && (!draft || !draft_cache))
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "speculative decoding with a draft model needs the draft");
     const ss_model_config *tc = ss_model_get_config(target);
     int vocab = tc->vocab_rows;
-    if (spec->method == SS_SPEC_DRAFT) {
+    if (uses_draft) {
         /* Padding rows beyond the tokenizer may differ; ids both know must mean
          * the same, which the caller checks against the tokenizers. */
         const int dv = ss_model_get_config(draft)->vocab_rows;
@@ -141,35 +158,54 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     ss_generator *g = calloc(1, sizeof *g);
     if (!g) return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate a generator");
     g->target = target;
-    g->draft = spec->method == SS_SPEC_DRAFT ? draft : NULL;
     g->spec = *spec;
     g->sampling = *sampling;
     g->vocab = vocab;
-    ss_rng_seed(&g->rng, sampling->seed);
-    g->k_cap = spec->method == SS_SPEC_NONE ? 0 : spec->adaptive ? spec->k_max : spec->k;
-    g->k = spec->k;
-    if (spec->adaptive) g->k = spec->k < spec->k_min ? spec->k_min : spec->k > spec->k_max ? spec->k_max : spec->k;
-    g->ema_accept = 0.7;
-    if (spec->cost_ratio == SS_COST_RATIO_BYTES) /* what bounds batch-1 decode on a CPU */
-        g->ema_cost = g->draft ? (double)ss_model_weight_bytes(draft) / (double)ss_model_weight_bytes(target) : 0.0;
-    else
-        g->ema_cost = spec->cost_ratio == SS_COST_RATIO_MEASURED ? 0.1 : spec->cost_ratio;
+    g->vocab_rows = tc->vocab_rows;
+    g->d_model = tc->d_model;
     g->max_new = max_new_tokens;
     g->n_prompt = n_prompt;
+    ss_rng_seed(&g->rng, sampling->seed);
+
+    const ss_cache_config *dcache = draft_cache ? draft_cache : target_cache;
+    const ss_draft_sources src = {.target = target, .draft = uses_draft ? draft : NULL, .draft_cache = dcache,
+                                  .medusa = medusa, .spec = spec, .max_prefill = prefill_chunk(dcache),
+                                  .sequence_tokens = (int64_t)n_prompt + max_new_tokens};
+    st = ss_drafter_create(&src, &g->drafter, err);
+    if (st != SS_OK) {
+        ss_generator_free(g);
+        return st;
+    }
+    g->max_nodes = g->drafter ? g->drafter->ops->max_nodes(g->drafter) : 0;
+    if (g->max_nodes > SS_MAX_TREE_NODES) g->max_nodes = SS_MAX_TREE_NODES;
+    /* A full cache without a capacity holds what this call can produce, and
+     * the pending tree of a round beyond it. */
+    ss_cache_config tcache = *target_cache;
+    st = ss_size_full_cache(&tcache, src.sequence_tokens + g->max_nodes + 2, err);
+    if (st != SS_OK) {
+        ss_generator_free(g);
+        return st;
+    }
+    const size_t V = (size_t)g->vocab_rows, rows = (size_t)g->max_nodes + 1;
     g->cap_tokens = n_prompt + 64;
-    const size_t V = (size_t)tc->vocab_rows, K1 = (size_t)g->k_cap + 1;
     g->tokens = ss_alloc((size_t)g->cap_tokens, sizeof(int32_t));
     g->stop_ids = ss_alloc((size_t)n_stop + 1, sizeof(int32_t));
-    g->outbox = ss_alloc(K1 + 1, sizeof(int32_t));
-    g->logits = ss_alloc(K1 * V, sizeof(float));
-    g->p = ss_alloc(K1 * (size_t)vocab, sizeof(float));
-    g->q = ss_alloc(K1 * (size_t)vocab, sizeof(float));
-    g->scratch = ss_alloc(V, sizeof(ss_prob_index));
-    g->feed = ss_alloc(K1, sizeof(int32_t));
-    g->proposal = g->feed + 1;
-    if (g->draft) g->draft_logits = ss_alloc((size_t)ss_model_get_config(draft)->vocab_rows, sizeof(float));
-    if (!g->tokens || !g->stop_ids || !g->outbox || !g->logits || !g->p || !g->q || !g->scratch ||
-        !g->feed || (g->draft && !g->draft_logits)) {
+    g->outbox = ss_alloc(rows + 1, sizeof(int32_t));
+    g->logits = ss_alloc(rows * V, sizeof(float));
+    if (g->drafter && g->drafter->ops->wants_hidden) g->hidden = ss_alloc(rows * (size_t)g->d_model, sizeof(float));
+    g->work.p = ss_alloc(V, sizeof(float));
+    g->work.q = ss_alloc(V, sizeof(float));
+    g->work.scratch = ss_alloc(V, sizeof(ss_prob_index));
+    g->feed = ss_alloc(rows, sizeof(int32_t));
+    g->feed_parent = ss_alloc(rows, sizeof(int32_t));
+    g->accept_path = ss_alloc(rows, sizeof(int32_t));
+    g->tree.capacity = g->max_nodes;
+    g->tree.token = ss_alloc(rows, sizeof(int32_t));
+    g->tree.parent = ss_alloc(rows, sizeof(int32_t));
+    g->tree.q = ss_alloc(rows, sizeof(float *));
+    if (!g->tokens || !g->stop_ids || !g->outbox || !g->logits || !g->work.p || !g->work.q || !g->work.scratch ||
+        !g->feed || !g->feed_parent || !g->accept_path || !g->tree.token || !g->tree.parent || !g->tree.q ||
+        (g->drafter && g->drafter->ops->wants_hidden && !g->hidden)) {
         ss_generator_free(g);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate generator buffers");
     }
@@ -177,18 +213,13 @@ ss_status ss_generator_create(const ss_model *target, const ss_cache_config *tar
     g->n_tokens = n_prompt;
     if (n_stop > 0) memcpy(g->stop_ids, stop_ids, (size_t)n_stop * sizeof(int32_t));
     g->n_stop = n_stop;
-    /* A full cache without a capacity holds what this call can produce. */
-    const int64_t needed = (int64_t)n_prompt + max_new_tokens + g->k_cap + 2;
-    ss_cache_config tcache = *target_cache, dcache = draft_cache ? *draft_cache : *target_cache;
-    st = size_full_cache(&tcache, needed, err);
-    if (st == SS_OK) st = size_full_cache(&dcache, needed, err);
-    if (st == SS_OK) st = ss_state_create(target, &tcache, state_batch(&tcache, g->k_cap), &g->ts, err);
-    if (st == SS_OK && g->draft) st = ss_state_create(draft, &dcache, state_batch(&dcache, g->k_cap), &g->ds, err);
+    const int chunk = prefill_chunk(&tcache);
+    st = ss_state_create(target, &tcache, chunk > g->max_nodes + 1 ? chunk : g->max_nodes + 1, &g->ts, err);
     if (st != SS_OK) {
         ss_generator_free(g);
         return st;
     }
-    g->stats.cache_bytes = ss_state_cache_bytes(g->ts) + (g->ds ? ss_state_cache_bytes(g->ds) : 0);
+    g->stats.cache_bytes = ss_state_cache_bytes(g->ts) + (g->drafter ? g->drafter->ops->cache_bytes(g->drafter) : 0);
     if (max_new_tokens == 0) g->done = 1;
     *out = g;
     return SS_OK;
@@ -222,183 +253,107 @@ static ss_status emit(ss_generator *g, int32_t t, ss_error *err) {
     return SS_OK;
 }
 
-/* Samples (or picks greedily) from one row of target logits; for sampling
- * also leaves the distribution in probs. */
-static int32_t choose(ss_generator *g, const float *logits, float *probs) {
-    if (greedy(g)) return ss_argmax(logits, g->vocab);
-    ss_sampling_probs(logits, g->vocab, &g->sampling, probs, g->scratch);
-    return ss_sample(probs, g->vocab, &g->rng);
+static ss_draft_context context(ss_generator *g) {
+    return (ss_draft_context){g->tokens, g->n_tokens, &g->sampling, &g->rng, g->vocab, g->work.scratch};
 }
 
 /* Runs `tokens` through a state in chunks of its largest batch, committing
- * after each; logits of the last token into `logits` when non-NULL. Goes on
- * from the state's length, so a prefix cancelled between chunks resumes
- * where it stopped. */
-static ss_status run_prefix(const ss_model *m, ss_state *s, const int32_t *tokens, int64_t n,
-                            float *logits, const volatile int *cancel, ss_error *err) {
+ * after each; the last token's logits (and hidden state) into `logits`
+ * (`hidden`) when non-NULL. Goes on from the state's length, so a prefix
+ * cancelled between chunks resumes where it stopped. */
+static ss_status run_prefix(const ss_model *m, ss_state *s, const int32_t *tokens, int64_t n, float *logits,
+                            float *hidden, const volatile int *cancel, ss_error *err) {
     const int batch = ss_state_max_batch(s);
     for (int64_t i = ss_state_length(s); i < n; i += batch) {
         if (cancel && *cancel) return ss_fail(err, SS_ERR_CANCELLED, "generation cancelled during the prompt");
         const int chunk = (int)ss_min64(batch, n - i);
         const int last = i + chunk == n;
-        ss_status st = ss_forward(m, s, tokens + i, chunk, last ? logits : NULL, last && logits ? 1 : 0, err);
+        ss_status st = ss_forward_tree(m, s, tokens + i, NULL, chunk, last ? logits : NULL, last ? hidden : NULL,
+                                       last && (logits || hidden) ? 1 : 0, err);
+        if (st == SS_OK) st = ss_state_commit(s, err);
         if (st != SS_OK) return st;
-        ss_state_commit(s);
     }
     return SS_OK;
 }
 
-/* The prompt through both models, then the first token. A cancelled
- * prefill keeps what it committed; the next call finishes it (the target's
- * logits stay in g->logits meanwhile: nothing else writes them). */
+/* The prompt through the target and the drafter, then the first token. A
+ * cancelled prefill keeps what it committed; the next call finishes it (the
+ * target's outputs stay in g->logits / g->hidden meanwhile: nothing else
+ * writes them). */
 static ss_status prefill(ss_generator *g, const volatile int *cancel, ss_error *err) {
     const double t0 = ss_now();
-    ss_status st = run_prefix(g->target, g->ts, g->tokens, g->n_prompt, g->logits, cancel, err);
-    if (st == SS_OK && g->ds) {
-        st = run_prefix(g->draft, g->ds, g->tokens, g->n_prompt, NULL, cancel, err);
-        if (st == SS_OK) g->draft_len = g->n_prompt;
-    }
+    ss_status st = run_prefix(g->target, g->ts, g->tokens, g->n_prompt, g->logits, g->hidden, cancel, err);
+    if (st == SS_OK && g->drafter) st = g->drafter->ops->prefill(g->drafter, g->tokens, g->n_prompt - 1, cancel, err);
     g->stats.prefill_s += ss_now() - t0;
     if (st != SS_OK) return st;
     g->prefilled = 1;
-    return emit(g, choose(g, g->logits, g->p), err);
-}
-
-/* Target-only: feed the last token, pick the next. */
-static ss_status plain_step(ss_generator *g, ss_error *err) {
-    const double t0 = ss_now();
-    ss_status st = ss_forward(g->target, g->ts, &g->tokens[g->n_tokens - 1], 1, g->logits, 1, err);
-    if (st != SS_OK) return st;
-    ss_state_commit(g->ts);
-    g->stats.target_forwards++;
-    g->stats.verify_s += ss_now() - t0;
-    return emit(g, choose(g, g->logits, g->p), err);
-}
-
-/* Draft model proposals d1..dk; q rows hold their distributions. */
-static ss_status propose_with_model(ss_generator *g, int k, ss_error *err) {
-    const int64_t unseen = g->n_tokens - g->draft_len;
-    ss_status st = ss_forward(g->draft, g->ds, g->tokens + g->draft_len, (int)unseen, g->draft_logits, 1, err);
-    for (int i = 0; i < k && st == SS_OK; i++) {
-        float *q = g->q + (size_t)i * g->vocab;
-        g->proposal[i] = choose(g, g->draft_logits, q);
-        if (i + 1 < k) st = ss_forward(g->draft, g->ds, &g->proposal[i], 1, g->draft_logits, 1, err);
+    /* the first token: a verdict on an empty tree */
+    g->tree.n = g->tree.n_candidates = 0;
+    ss_verify_walk(&g->tree, g->logits, g->vocab_rows, g->vocab, &g->sampling, -1.0f, &g->rng, &g->work, &g->walk);
+    st = emit(g, g->walk.next, err);
+    if (st == SS_OK && g->drafter) {
+        const ss_draft_context ctx = context(g);
+        const ss_verdict v = {g->walk.path, 0, g->walk.next, 0, g->logits, g->vocab_rows, g->hidden, 0.0, 0.0};
+        st = g->drafter->ops->accept(g->drafter, &ctx, &g->tree, &v, err);
     }
     return st;
 }
 
-/* Prompt lookup: the tokens that followed the most recent earlier occurrence
- * of the context's last n-gram (longest n first). Returns how many. */
-static int propose_with_lookup(ss_generator *g, int k) {
-    const int64_t n = g->n_tokens, horizon = ss_max64(0, n - LOOKUP_HORIZON);
-    for (int ng = g->spec.lookup_ngram; ng >= 1; ng--) {
-        if (n < ng + 1) continue;
-        const int32_t *suffix = g->tokens + n - ng;
-        for (int64_t start = n - ng - 1; start >= horizon; start--) {
-            if (memcmp(g->tokens + start, suffix, (size_t)ng * sizeof(int32_t)) != 0) continue;
-            int count = 0;
-            for (int64_t j = start + ng; j < n && count < k; j++) g->proposal[count++] = g->tokens[j];
-            return count;
-        }
+/* Acceptance by depth: at each depth the walk reached, whether the tree
+ * offered candidates there and whether one was accepted. */
+static void count_depths(ss_generator *g) {
+    for (int d = 1; d <= g->walk.n_path + 1 && d <= SS_MAX_DEPTH; d++) {
+        const int parent = d == 1 ? -1 : g->walk.path[d - 2];
+        int offered = 0;
+        for (int i = 0; i < g->tree.n_candidates && !offered; i++) offered = g->tree.parent[i] == parent;
+        if (!offered) break;
+        g->stats.depth_tried[d]++;
+        if (d <= g->walk.n_path) g->stats.depth_accepted[d]++;
     }
-    return 0;
 }
 
-/* Accepts or rejects proposal i against target row i. On rejection returns 0
- * and sets *fix to the corrected token. q == NULL: a deterministic proposal. */
-static int verify_one(ss_generator *g, int i, const float *q, int32_t *fix) {
-    const float *logits = g->logits + (size_t)i * ss_model_get_config(g->target)->vocab_rows;
-    const int32_t d = g->proposal[i];
-    float *p = g->p + (size_t)i * g->vocab;
-    if (g->spec.forced_acceptance >= 0.0f) { /* benchmark knob: ignores the models */
-        if (ss_rng_uniform(&g->rng) < g->spec.forced_acceptance) return 1;
-        *fix = choose(g, logits, p);
-        return 0;
-    }
-    if (greedy(g)) {
-        const int32_t best = ss_argmax(logits, g->vocab);
-        if (best == d) return 1;
-        *fix = best;
-        return 0;
-    }
-    ss_sampling_probs(logits, g->vocab, &g->sampling, p, g->scratch);
-    const double qd = q ? q[d] : 1.0;
-    if (ss_rng_uniform(&g->rng) * qd < p[d]) return 1;
-    /* Residual distribution max(0, p - q), sampled unnormalised. */
-    for (int v = 0; v < g->vocab; v++) {
-        const float qv = q ? q[v] : (v == d ? 1.0f : 0.0f);
-        p[v] = p[v] > qv ? p[v] - qv : 0.0f;
-    }
-    *fix = ss_sample(p, g->vocab, &g->rng);
-    return 0;
-}
-
-/* The k that maximises expected tokens per unit time,
- * (1 - a^(k+1)) / ((1 - a)(1 + k c)), for the running estimates of a and c. */
-static int pick_k(const ss_generator *g) {
-    const double a = fmin(0.99, fmax(0.01, g->ema_accept)), c = fmax(1e-3, g->ema_cost);
-    int best = g->spec.k_min;
-    double best_rate = -1.0;
-    for (int k = g->spec.k_min; k <= g->spec.k_max; k++) {
-        const double rate = (1.0 - pow(a, k + 1)) / ((1.0 - a) * (1.0 + k * c));
-        if (rate > best_rate) {
-            best_rate = rate;
-            best = k;
-        }
-    }
-    return best;
-}
-
-static ss_status speculative_step(ss_generator *g, ss_error *err) {
-    int k = g->k;
+/* One round: propose, verify in one target forward, accept. */
+static ss_status round_step(ss_generator *g, ss_error *err) {
     const double t0 = ss_now();
+    ss_draft_context ctx = context(g);
     ss_status st = SS_OK;
-    if (g->ds) {
-        st = propose_with_model(g, k, err);
-    } else {
-        k = propose_with_lookup(g, k);
-        if (k == 0) return plain_step(g, err);
-    }
+    g->tree.n = g->tree.n_candidates = 0;
+    if (g->drafter) st = g->drafter->ops->propose(g->drafter, &ctx, &g->tree, err);
     if (st != SS_OK) return st;
     const double t1 = ss_now();
-    /* One target forward over [last, d1..dk]. */
+    const int n = 1 + g->tree.n;
     g->feed[0] = g->tokens[g->n_tokens - 1];
-    st = ss_forward(g->target, g->ts, g->feed, k + 1, g->logits, k + 1, err);
-    if (st != SS_OK) return st;
-    int accepted = 0;
-    int32_t next = 0;
-    for (; accepted < k; accepted++)
-        if (!verify_one(g, accepted, g->ds ? g->q + (size_t)accepted * g->vocab : NULL, &next)) break;
-    if (accepted == k) {
-        const float *row = g->logits + (size_t)k * ss_model_get_config(g->target)->vocab_rows;
-        next = choose(g, row, g->p + (size_t)k * g->vocab);
+    g->feed_parent[0] = -1;
+    for (int i = 0; i < g->tree.n; i++) {
+        g->feed[1 + i] = g->tree.token[i];
+        g->feed_parent[1 + i] = g->tree.parent[i] + 1; /* the root is pending token 0 */
     }
-    st = ss_state_rollback(g->ts, k - accepted, err);
+    st = ss_forward_tree(g->target, g->ts, g->feed, g->feed_parent, n, g->logits, g->hidden, n, err);
     if (st != SS_OK) return st;
-    ss_state_commit(g->ts);
-    if (g->ds) {
-        /* The draft saw d1..d(k-1); keep what was accepted. */
-        const int seen = k - 1, keep = accepted < seen ? accepted : seen;
-        st = ss_state_rollback(g->ds, seen - keep, err);
-        if (st != SS_OK) return st;
-        ss_state_commit(g->ds);
-        g->draft_len = g->n_tokens + keep;
-    }
+    ss_verify_walk(&g->tree, g->logits, g->vocab_rows, g->vocab, &g->sampling, g->spec.forced_acceptance, &g->rng,
+                   &g->work, &g->walk);
+    g->accept_path[0] = 0;
+    for (int i = 0; i < g->walk.n_path; i++) g->accept_path[1 + i] = 1 + g->walk.path[i];
+    st = ss_state_accept(g->ts, g->accept_path, 1 + g->walk.n_path, err);
     const double t2 = ss_now();
-    g->stats.draft_s += t1 - t0;
+    if (st == SS_OK && g->drafter) {
+        ctx = context(g);
+        const ss_verdict v = {g->walk.path, g->walk.n_path, g->walk.next, g->tree.n, g->logits, g->vocab_rows,
+                              g->hidden, t1 - t0, t2 - t1};
+        st = g->drafter->ops->accept(g->drafter, &ctx, &g->tree, &v, err);
+    }
+    if (st != SS_OK) return st;
+    g->stats.draft_s += t1 - t0 + (ss_now() - t2);
     g->stats.verify_s += t2 - t1;
     g->stats.target_forwards++;
-    g->stats.draft_steps++;
-    g->stats.drafted += k;
-    g->stats.accepted += accepted;
-    for (int i = 0; i < accepted && st == SS_OK; i++) st = emit(g, g->proposal[i], err);
-    if (st == SS_OK) st = emit(g, next, err);
-    if (g->spec.adaptive) {
-        const double w = g->spec.ema_decay;
-        g->ema_accept = w * g->ema_accept + (1.0 - w) * ((double)accepted / k);
-        if (g->spec.cost_ratio == SS_COST_RATIO_MEASURED && g->ds && t2 > t1) g->ema_cost = w * g->ema_cost + (1.0 - w) * ((t1 - t0) / k) / (t2 - t1);
-        g->k = pick_k(g);
+    if (g->drafter) {
+        g->stats.draft_steps++;
+        g->stats.drafted += g->tree.n_candidates;
+        g->stats.accepted += g->walk.n_path;
+        count_depths(g);
     }
+    for (int i = 0; i < g->walk.n_path && st == SS_OK; i++) st = emit(g, g->tree.token[g->walk.path[i]], err);
+    if (st == SS_OK) st = emit(g, g->walk.next, err);
     return st;
 }
 
@@ -424,10 +379,8 @@ ss_status ss_generator_step(ss_generator *g, int32_t *out, int max_tokens, int *
             if (!g->started) g->t_start = ss_now();
             g->started = 1;
             st = prefill(g, cancel, err);
-        } else if (g->spec.method == SS_SPEC_NONE) {
-            st = plain_step(g, err);
         } else {
-            st = speculative_step(g, err);
+            st = round_step(g, err);
         }
         if (st == SS_ERR_CANCELLED) break; /* between chunks: the next call goes on */
         if (st != SS_OK) {

@@ -135,6 +135,46 @@ int ss_sample(const float *probs, int n, ss_rng *rng) {
     return last; /* rounding left u just above the total */
 }
 
+int ss_sample_distinct(const float *probs, int n, int m, ss_rng *rng, float *work, int32_t *out) {
+    double total = 0.0;
+    for (int i = 0; i < n; i++) {
+        work[i] = probs[i] > 0.0f ? probs[i] : 0.0f;
+        total += work[i];
+    }
+    int drawn = 0;
+    for (; drawn < m && total > 0.0; drawn++) {
+        const int x = ss_sample(work, n, rng);
+        out[drawn] = x;
+        total -= work[x];
+        work[x] = 0.0f;
+        if (total <= 0.0) { /* rounding: recount what is left */
+            total = 0.0;
+            for (int i = 0; i < n; i++) total += work[i];
+        }
+    }
+    return drawn;
+}
+
+int ss_top_indices(const float *probs, int n, int m, int32_t *out) {
+    if (m > n) m = n;
+    int have = 0; /* out[0, have) sorted, most probable first */
+    for (int i = 0; i < n && m > 0; i++) {
+        if (have == m && !(probs[i] > probs[out[m - 1]])) continue;
+        int pos = have < m ? have++ : m - 1;
+        for (; pos > 0 && probs[i] > probs[out[pos - 1]]; pos--) out[pos] = out[pos - 1];
+        out[pos] = i;
+    }
+    return have;
+}
+
+double ss_normalize(float *x, int n) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    if (sum > 0.0)
+        for (int i = 0; i < n; i++) x[i] = (float)(x[i] / sum);
+    return sum;
+}
+
 /* Below this temperature 1 / T overflows float32. */
 #define MIN_TEMPERATURE 1e-30f
 

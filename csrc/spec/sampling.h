@@ -32,4 +32,16 @@ void ss_sampling_probs(const float *logits, int n, const ss_sampling *params, fl
 /* Draws an index from an (unnormalised, non-negative) distribution. */
 int ss_sample(const float *probs, int n, ss_rng *rng);
 
+/* Draws up to m distinct indices from probs (unnormalised, non-negative)
+ * without replacement, into out in draw order; returns how many (fewer when
+ * fewer indices have mass). work: n floats of scratch. */
+int ss_sample_distinct(const float *probs, int n, int m, ss_rng *rng, float *work, int32_t *out);
+
+/* The m most probable indices, most probable first (ties: lower index);
+ * returns how many (min(m, n)). */
+int ss_top_indices(const float *probs, int n, int m, int32_t *out);
+
+/* Scales x[n] to sum 1; returns the sum it had (0: left unchanged). */
+double ss_normalize(float *x, int n);
+
 #endif

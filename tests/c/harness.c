@@ -219,7 +219,7 @@ static void exercise_state(const ss_model *m, int which, int n_tokens) {
     ss_state_record_evictions(s1, 1);
     for (int i = 0; i < n_tokens; i++) {
         OK(ss_forward(m, s1, ids + i, 1, a + (size_t)i * V, 1, E));
-        ss_state_commit(s1);
+        OK(ss_state_commit(s1, E));
         CHECK(ss_state_visible(s1) >= 1, "visible %d", ss_state_visible(s1));
     }
     CHECK(ss_state_length(s1) == n_tokens, "length %lld", (long long)ss_state_length(s1));
@@ -245,7 +245,7 @@ static void exercise_state(const ss_model *m, int which, int n_tokens) {
             OK(ss_forward(m, s2, junk, 3, NULL, 0, E));
             OK(ss_state_rollback(s2, 3, E));
         }
-        ss_state_commit(s2);
+        OK(ss_state_commit(s2, E));
         pos += c;
     }
     CHECK(all_finite(b, (size_t)n_tokens * V), "non-finite logits, policy %d", (int)cc.policy);
@@ -318,7 +318,8 @@ static int run_generation(const ss_model *t, const ss_model *d, const ss_cache_c
     spec.cost_ratio = 0.1f;
     spec.forced_acceptance = gc->forced;
     ss_generator *g = NULL;
-    OK(ss_generator_create(t, tc, gc->method == SS_SPEC_DRAFT ? d : NULL, dc, &spec, &gc->sampling, prompt,
+    const int uses_draft = gc->method == SS_SPEC_DRAFT || gc->method == SS_SPEC_TREE;
+    OK(ss_generator_create(t, tc, uses_draft ? d : NULL, dc, NULL, &spec, &gc->sampling, prompt,
                            (int)(sizeof prompt / sizeof prompt[0]), max_new, stops, 1, &g, E));
     if (!g) return 0;
     int total = 0;
@@ -354,7 +355,7 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
     const size_t n_caches = quick ? 4 : 11;
     for (size_t ci = 0; ci < n_caches; ci++) {
         ss_cache_config tc = cache_config(caches[ci]);
-        if (tc.policy == SS_CACHE_FULL) tc.capacity = 12 + MAX_NEW + 8;
+        if (tc.policy == SS_CACHE_FULL) tc.capacity = 12 + MAX_NEW + 40; /* room for a pending tree */
         const ss_cache_config dc = cache_config(2);
         const gen_case plain = {.method = SS_SPEC_NONE, .forced = -1.0f, .sampling = greedy};
         const int n_ref = run_generation(t, d, &tc, &dc, &plain, MAX_NEW, ref);
@@ -363,6 +364,8 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
             {.method = SS_SPEC_DRAFT, .k = 3, .adaptive = 1, .forced = -1.0f, .sampling = greedy},
             {.method = SS_SPEC_LOOKUP, .k = 5, .forced = -1.0f, .sampling = greedy},
             {.method = SS_SPEC_DRAFT, .k = 2, .forced = -1.0f, .sampling = greedy, .use_padded_draft = 1},
+            {.method = SS_SPEC_TREE, .k = 3, .forced = -1.0f, .sampling = greedy},
+            {.method = SS_SPEC_LOOKAHEAD, .k = 3, .forced = -1.0f, .sampling = greedy},
         };
         /* Greedy speculative decoding is lossless for exact policies. */
         const int exact = tc.policy <= SS_CACHE_RECOMPUTE && tc.refresh_budget == 0 && tc.entropy_threshold == 0.0f;
@@ -381,6 +384,8 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
                 {.method = SS_SPEC_DRAFT, .k = 3, .forced = -1.0f, .sampling = samplers[s]},
                 {.method = SS_SPEC_LOOKUP, .k = 4, .forced = -1.0f, .sampling = samplers[s]},
                 {.method = SS_SPEC_DRAFT, .k = 4, .forced = 0.5f, .sampling = samplers[s]},
+                {.method = SS_SPEC_TREE, .k = 3, .forced = -1.0f, .sampling = samplers[s]},
+                {.method = SS_SPEC_LOOKAHEAD, .k = 2, .forced = -1.0f, .sampling = samplers[s]},
                 /* adaptive k follows measured timings: not reproducible */
                 {.method = SS_SPEC_DRAFT, .k = 4, .adaptive = 1, .forced = -1.0f, .sampling = samplers[s]},
             };
@@ -388,7 +393,7 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
                 int32_t again[MAX_OUT];
                 const int n1 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, out);
                 for (int i = 0; i < n1; i++) CHECK(out[i] >= 0 && out[i] < 97, "token %d", out[i]);
-                if (cases[c].method != SS_SPEC_DRAFT || cases[c].adaptive) continue;
+                if (cases[c].method == SS_SPEC_NONE || cases[c].adaptive) continue;
                 const int n2 = run_generation(t, d, &tc, &dc, &cases[c], MAX_NEW, again);
                 CHECK(n1 == n2 && memcmp(out, again, (size_t)n1 * sizeof *out) == 0,
                       "sampling is not reproducible (cache %d, sampler %zu, case %zu)", caches[ci], s, c);
@@ -409,7 +414,7 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
     ss_config_defaults(SS_CONFIG_SPECULATIVE, &spec);
     spec.k = 3;
     ss_generator *g = NULL;
-    OK(ss_generator_create(t, &full, d, &full, &spec, &greedy, prompt, 3, 50, NULL, 0, &g, E));
+    OK(ss_generator_create(t, &full, d, &full, NULL, &spec, &greedy, prompt, 3, 50, NULL, 0, &g, E));
     volatile int cancel = 1;
     int got = -1;
     FAILS(SS_ERR_CANCELLED, "cancelled", ss_generator_step(g, out, 5, &got, &cancel, E));
@@ -430,7 +435,7 @@ static void exercise_generation(const ss_model *t, const ss_model *d, const ss_m
         ss_speculative none;
         ss_config_defaults(SS_CONFIG_SPECULATIVE, &none);
         none.method = SS_SPEC_NONE;
-        OK(ss_generator_create(t, &full, NULL, NULL, &none, &greedy, prompt12, 12, 50, &stop, 1, &g, E));
+        OK(ss_generator_create(t, &full, NULL, NULL, NULL, &none, &greedy, prompt12, 12, 50, &stop, 1, &g, E));
         int n = 0;
         while (g && !ss_generator_done(g)) {
             OK(ss_generator_step(g, out + n, MAX_NEW - n, &got, NULL, E));
@@ -500,9 +505,9 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     FAILS(SS_ERR_CAPACITY, "batch limit", ss_forward(m, s, ids, 5, logits, 5, E));
     OK(ss_forward(m, s, ids, 3, logits, 3, E));
     FAILS(SS_ERR_INVALID_ARGUMENT, "roll back", ss_state_rollback(s, 4, E));
-    ss_state_commit(s);
+    OK(ss_state_commit(s, E));
     OK(ss_forward(m, s, ids, 3, logits, 1, E));
-    ss_state_commit(s);
+    OK(ss_state_commit(s, E));
     FAILS(SS_ERR_CAPACITY, "exceeds the KV cache capacity of 6", ss_forward(m, s, ids, 1, logits, 1, E));
     CHECK(ss_state_length(s) == 6, "length after failures %lld", (long long)ss_state_length(s));
     ss_state_free(s);
@@ -525,17 +530,17 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
     none.method = SS_SPEC_NONE;
     const ss_sampling greedy = {.temperature = 0.0f, .top_p = 1.0f};
     const ss_cache_config big = full_cache(64);
-    FAILS(SS_ERR_INVALID_ARGUMENT, "empty", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 0, 4, NULL, 0, &g, E));
-    FAILS(SS_ERR_INVALID_ARGUMENT, "max_new_tokens", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 2, -1, NULL, 0, &g, E));
-    FAILS(SS_ERR_OUT_OF_RANGE, "prompt token id 97", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, oob, 2, 4, NULL, 0, &g, E));
-    FAILS(SS_ERR_OUT_OF_RANGE, "stop token id", ss_generator_create(m, &big, NULL, NULL, &none, &greedy, ids, 2, 4, oob + 1, 1, &g, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "empty", ss_generator_create(m, &big, NULL, NULL, NULL, &none, &greedy, ids, 0, 4, NULL, 0, &g, E));
+    FAILS(SS_ERR_INVALID_ARGUMENT, "max_new_tokens", ss_generator_create(m, &big, NULL, NULL, NULL, &none, &greedy, ids, 2, -1, NULL, 0, &g, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "prompt token id 97", ss_generator_create(m, &big, NULL, NULL, NULL, &none, &greedy, oob, 2, 4, NULL, 0, &g, E));
+    FAILS(SS_ERR_OUT_OF_RANGE, "stop token id", ss_generator_create(m, &big, NULL, NULL, NULL, &none, &greedy, ids, 2, 4, oob + 1, 1, &g, E));
     const ss_sampling bad_samplings[] = {
         {.temperature = -1.0f, .top_p = 1.0f}, {.temperature = NAN, .top_p = 1.0f},
         {.temperature = INFINITY, .top_p = 1.0f}, {.temperature = 1.0f, .top_p = 0.0f},
         {.temperature = 1.0f, .top_p = 1.5f}, {.temperature = 1.0f, .top_p = NAN}, {.temperature = 1.0f, .top_k = -1, .top_p = 1.0f},
     };
     for (size_t i = 0; i < sizeof bad_samplings / sizeof bad_samplings[0]; i++)
-        FAILS(SS_ERR_INVALID_ARGUMENT, "must", ss_generator_create(m, &big, NULL, NULL, &none, &bad_samplings[i], ids, 2, 4, NULL, 0, &g, E));
+        FAILS(SS_ERR_INVALID_ARGUMENT, "must", ss_generator_create(m, &big, NULL, NULL, NULL, &none, &bad_samplings[i], ids, 2, 4, NULL, 0, &g, E));
     /* one field out of its limits at a time, from the defaults */
     ss_speculative bad_specs[7];
     for (size_t i = 0; i < sizeof bad_specs / sizeof bad_specs[0]; i++) {
@@ -554,11 +559,11 @@ static void exercise_errors(const ss_model *m, const host_weights *h) {
                                              "forced_acceptance must be in [0, 1]", "needs the draft"};
     for (size_t i = 0; i < sizeof bad_specs / sizeof bad_specs[0]; i++)
         FAILS(SS_ERR_INVALID_ARGUMENT, bad_spec_messages[i],
-              ss_generator_create(m, &big, NULL, NULL, &bad_specs[i], &greedy, ids, 2, 4, NULL, 0, &g, E));
+              ss_generator_create(m, &big, NULL, NULL, NULL, &bad_specs[i], &greedy, ids, 2, 4, NULL, 0, &g, E));
     CHECK(g == NULL, "failed generator create returned a generator");
     /* the target cache too small for the prompt fails at the first step */
     const ss_cache_config tiny = full_cache(4);
-    OK(ss_generator_create(m, &tiny, NULL, NULL, &none, &greedy, ids, 8, 4, NULL, 0, &g, E));
+    OK(ss_generator_create(m, &tiny, NULL, NULL, NULL, &none, &greedy, ids, 8, 4, NULL, 0, &g, E));
     int32_t out[8];
     int got;
     FAILS(SS_ERR_CAPACITY, "capacity", ss_generator_step(g, out, 4, &got, NULL, E));

@@ -1,6 +1,7 @@
 /* Attention of one query (one head) over the keys a cache policy lets it see.
- * The keys arrive as a few contiguous runs (sink slots, and the ring buffer's
- * window, which may wrap once), so one kernel serves every policy. */
+ * The keys arrive as a few runs (sink slots, the ring buffer's window, which
+ * may wrap once, and a tree token's ancestors by slot), so one kernel serves
+ * every policy and every batch shape. */
 #include <math.h>
 
 #include "kernels.h"
@@ -43,6 +44,8 @@ SS_AVX2 static void axpy_avx2(float *y, float a, const float *x, int n) {
 }
 #endif
 
+static inline int run_row(const ss_kv_run *r, int j) { return r->rows ? r->rows[j] : r->first + j; }
+
 /* The body is written once; each instance inlines its own dot/axpy. */
 __attribute__((always_inline)) static inline void attend_impl(
     float *out, const ss_kv_run *runs, int n_runs, int hd, float scale, float *scores,
@@ -51,7 +54,7 @@ __attribute__((always_inline)) static inline void attend_impl(
     int total = 0;
     for (int r = 0; r < n_runs; r++) {
         for (int j = 0; j < runs[r].n; j++) {
-            const float s = dot(runs[r].q, runs[r].k + (size_t)j * hd, hd) * scale;
+            const float s = dot(runs[r].q, runs[r].k + (size_t)run_row(&runs[r], j) * hd, hd) * scale;
             scores[total++] = s;
             if (s > max) max = s;
         }
@@ -65,11 +68,11 @@ __attribute__((always_inline)) static inline void attend_impl(
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     total = 0;
     for (int r = 0; r < n_runs; r++) {
-        float *prob_sum = runs[r].prob_sum;
         for (int j = 0; j < runs[r].n; j++) {
             const float p = scores[total++] * inv;
-            if (prob_sum) prob_sum[j] += p;
-            axpy(out, p, runs[r].v + (size_t)j * hd, hd);
+            const int row = run_row(&runs[r], j);
+            if (runs[r].prob) runs[r].prob[row] += p;
+            axpy(out, p, runs[r].v + (size_t)row * hd, hd);
         }
     }
 }

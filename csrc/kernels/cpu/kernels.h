@@ -108,21 +108,25 @@ void ss_rotary(float *v, int rotary_dim, const float *cos_tab, const float *sin_
  * stay exact at stream positions in the millions. */
 void ss_rotary_table(float *cos_tab, float *sin_tab, int rotary_dim, double base, int64_t pos);
 
-/* A contiguous run of cached keys/values ([n][head_dim] each) and the query
- * that attends to it. Runs of one query differ in how the query is rotated
- * (see cache/kv_cache.h), but share one softmax. */
+/* A run of cached keys/values of one (layer, head) and the query that
+ * attends to it: rows [first, first + n) of k and v ([row][head_dim] each),
+ * or the rows listed in `rows`. Runs of one query differ in how the query is
+ * rotated (see cache/kv_cache.h) but share one softmax. */
 typedef struct {
     const float *q;
     const float *k, *v;
-    int n;
-    float *prob_sum; /* optional: += each key's attention probability */
+    int first, n;
+    const int32_t *rows; /* NULL: contiguous rows from `first`             */
+    float *prob;         /* optional: prob[row] += attention probability   */
 } ss_kv_run;
 
 /* Dot product of two f32 vectors. */
 float ss_dot(const float *a, const float *b, int n);
 
-/* out[head_dim] = softmax(q.k * scale over all runs) . v. scores needs room
- * for the total number of keys. */
+/* out[head_dim] = softmax(q.k * scale over all runs) . v, keys taken in run
+ * order (the order fixes the floating-point result: the same keys in the
+ * same order give the same bits however they are split into runs). scores
+ * needs room for the total number of keys. */
 void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, float scale,
                float *scores);
 

@@ -1,8 +1,9 @@
 /* Attention of each new token over the keys its view shows (model/backend.h):
  * the pinned slots [0, n_pinned) scored with the query rotated at its cache
- * position, and the window run [lo, pos] of the ring (which may wrap once)
- * scored with the query rotated at its text position. One softmax spans all
- * of them, as in csrc/kernels/cpu/attention.c.
+ * position, then the window run [lo, hi] of the ring (which may wrap once)
+ * and a tree token's ancestors (slots listed in ancestor_slots), scored with
+ * the query rotated at its text position. One softmax spans all of them, in
+ * that order, as in csrc/kernels/cpu/attention.c.
  *
  * Flash-decoding: a block handles one (token, head, split); a split is a
  * contiguous range of the token's keys, walked in tiles of kAttTile keys with
@@ -72,8 +73,8 @@ __global__ void __launch_bounds__(kAttThreads) attention_kernel(AttentionArgs a,
     const int hd = g.head_dim;
     const ss_view view = a.views[i];
     const int n_pin = view.n_pinned;
-    const long long win = view.pos - view.lo + 1 > 0 ? view.pos - view.lo + 1 : 0;
-    const int total = n_pin + (int)win;
+    const long long win = view.hi - view.lo + 1 > 0 ? view.hi - view.lo + 1 : 0;
+    const int total = n_pin + (int)win + view.n_anc;
     const int splits = split_mode ? splits_for(total) : 1;
     if (s >= splits) return; /* the grid covers the batch's largest count */
     const int per = (total + splits - 1) / splits;
@@ -101,7 +102,9 @@ __global__ void __launch_bounds__(kAttThreads) attention_kernel(AttentionArgs a,
         for (int jj = tid; jj < cnt; jj += kAttThreads) {
             const int j = t0 + jj;
             int slot = j;
-            if (j >= n_pin) {
+            if (j >= n_pin + win) {
+                slot = a.ancestor_slots[view.anc_first + (j - n_pin - (int)win)];
+            } else if (j >= n_pin) {
                 int o = win_start + (j - n_pin);
                 if (o >= g.ring) o -= g.ring;
                 slot = g.pinned + o;
@@ -165,9 +168,7 @@ __global__ void __launch_bounds__(kAttThreads) attention_kernel(AttentionArgs a,
  * Tokens with a single split were written by attention_kernel directly. */
 __global__ void attention_combine_kernel(AttentionArgs a) {
     const int i = blockIdx.x, h = blockIdx.y, hd = a.g.head_dim;
-    const ss_view view = a.views[i];
-    const long long win = view.pos - view.lo + 1 > 0 ? view.pos - view.lo + 1 : 0;
-    const int splits = splits_for(view.n_pinned + (int)win);
+    const int splits = splits_for(ss_view_keys(&a.views[i]));
     if (splits == 1) return;
     const float *p = a.partials + ((size_t)i * a.g.n_head + h) * kAttMaxSplits * (hd + 2);
     float M = -INFINITY;

@@ -268,7 +268,8 @@ ss_status state_init(ss_state *s, const DevModel *dm, DevState *ds, ss_error *er
     const size_t o_logits = cv.take((size_t)ds->logit_rows * V * fs);
     const size_t o_part = cv.take(attention_partial_floats(c->n_head, (int)hd) * fs);
     const size_t o_tmp = cv.take(ds->gs.tmp_elems * fs), o_xh = cv.take(ds->gs.xh_elems * 2);
-    ds->up_bytes = align16(B * sizeof(int32_t)) + align16(B * sizeof(ss_view)) + 4 * align16(B * stride * fs);
+    ds->up_bytes = align16(B * sizeof(int32_t)) + align16(B * sizeof(ss_view)) + 4 * align16(B * stride * fs) +
+                   align16(ss_ancestor_capacity(s->max_pending) * sizeof(int32_t));
     const size_t o_up = cv.take(ds->up_bytes);
     ds->arena_bytes = cv.off;
     cudaError_t e = cudaMalloc(&ds->arena, ds->arena_bytes);
@@ -326,8 +327,8 @@ ss_status state_init(ss_state *s, const DevModel *dm, DevState *ds, ss_error *er
 /* Where a batch's inputs sit in the staging buffers (same offsets on the
  * host and the device side). */
 struct Staging {
-    size_t o_tok, o_view, o_rc, o_rs, o_pc, o_ps, bytes;
-    Staging(int n, int stride) {
+    size_t o_tok, o_view, o_rc, o_rs, o_pc, o_ps, o_anc, bytes;
+    Staging(int n, int stride, int n_ancestors) {
         const size_t tab = (size_t)n * stride * sizeof(float);
         o_tok = 0;
         o_view = align16((size_t)n * sizeof(int32_t));
@@ -335,9 +336,17 @@ struct Staging {
         o_rs = o_rc + align16(tab);
         o_pc = o_rs + align16(tab);
         o_ps = o_pc + align16(tab);
-        bytes = o_ps + tab;
+        o_anc = o_ps + align16(tab);
+        bytes = o_anc + (size_t)n_ancestors * sizeof(int32_t);
     }
 };
+
+/* Ancestor slots a batch's views list (0 along a chain). */
+int ancestors_of(const ss_state *s, int n) {
+    int total = 0;
+    for (int i = 0; i < n; i++) total += s->views[i].n_anc;
+    return total;
+}
 
 /* Host side of a batch: tokens, views and rotary tables into pinned memory;
  * returns the largest key count of the batch. */
@@ -350,21 +359,21 @@ int stage_inputs(const ss_state *s, DevState *ds, const int32_t *tokens, int n, 
     memcpy(hp + sg.o_rs, s->rot_sin, tab);
     memcpy(hp + sg.o_pc, s->pin_cos, tab);
     memcpy(hp + sg.o_ps, s->pin_sin, tab);
+    memcpy(hp + sg.o_anc, s->ancestor_slots, sg.bytes - sg.o_anc);
     int max_keys = 1;
     for (int i = 0; i < n; i++) {
-        const ss_view *v = &s->views[i];
-        const long long win = v->pos - v->lo + 1 > 0 ? v->pos - v->lo + 1 : 0;
-        const long long keys = v->n_pinned + win;
-        if (keys > max_keys) max_keys = (int)keys;
+        const int keys = ss_view_keys(&s->views[i]);
+        if (keys > max_keys) max_keys = keys;
     }
     return max_keys;
 }
 
 /* Enqueues a whole batch on the state's stream (no synchronisation, so that
  * it can also be captured into a graph): the input upload, every kernel and
- * the copy of n_out logits rows to `logits` (host memory; may be NULL). */
+ * the copy of the last n_out rows of logits and of final hidden states to
+ * `logits` / `hidden` (host memory; each may be NULL). */
 ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm, DevState *ds, int n,
-                        int max_keys, const Staging &sg, float *logits, int n_out, ss_error *err) {
+                        int max_keys, const Staging &sg, float *logits, float *hidden, int n_out, ss_error *err) {
     const ss_model_config *c = &m->cfg;
     const ss_kv_cache *kv = &s->cache;
     const int d = c->d_model, ff = c->d_ff, V = c->vocab_rows, hd = m->head_dim;
@@ -378,6 +387,7 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
     const ss_view *d_views = (const ss_view *)(dp + sg.o_view);
     const float *d_rc = (const float *)(dp + sg.o_rc), *d_rs = (const float *)(dp + sg.o_rs);
     const float *d_pc = (const float *)(dp + sg.o_pc), *d_ps = (const float *)(dp + sg.o_ps);
+    const int32_t *d_anc = (const int32_t *)(dp + sg.o_anc);
 
     const CacheGeom g = {kv->n_sink, kv->pinned, kv->ring, kv->slots, c->n_head, hd, c->rotary_dim};
     const size_t layer_kv = (size_t)c->n_head * kv->slots * hd;
@@ -402,6 +412,7 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
         a.k = kc;
         a.v = vc;
         a.views = d_views;
+        a.ancestor_slots = d_anc;
         a.out = ds->attn;
         a.partials = ds->partials;
         a.n = n;
@@ -425,13 +436,18 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
         SS_TRY(gemm(ds->ff, n, ff, L.fc2_w, wt, d, Epilogue{EPI_RESIDUAL, L.fc2_b, ds->x, d, par ? ds->proj : nullptr},
                     ds->gs, dm->sm_count, st, "mlp.dense_4h_to_h", err));
     }
-    if (logits && n_out > 0) {
+    if ((logits || hidden) && n_out > 0) {
         const int first = n - n_out;
         for (int r0 = 0; r0 < n_out; r0 += ds->logit_rows) {
             const int rows = n_out - r0 < ds->logit_rows ? n_out - r0 : ds->logit_rows;
-            SS_CUDA_TRY(launch_layernorm(ds->h, nullptr, ds->x + (size_t)(first + r0) * d, dm->final_ln_w, dm->final_ln_b, nullptr,
-                                         nullptr, rows, d, eps, st),
+            SS_CUDA_TRY(launch_layernorm(ds->h, nullptr, ds->x + (size_t)(first + r0) * d, dm->final_ln_w,
+                                         dm->final_ln_b, nullptr, nullptr, rows, d, eps, st),
                         "final layernorm");
+            if (hidden)
+                SS_CUDA_TRY(cudaMemcpyAsync(hidden + (size_t)r0 * d, ds->h, (size_t)rows * d * sizeof(float),
+                                            cudaMemcpyDeviceToHost, st),
+                            "the hidden states download");
+            if (!logits) continue;
             SS_TRY(gemm(ds->h, rows, d, dm->embed_out, wt, V, Epilogue{EPI_STORE, nullptr, ds->logits, V, nullptr},
                         ds->gs, dm->sm_count, st, "embed_out", err));
             SS_CUDA_TRY(cudaMemcpyAsync(logits + (size_t)r0 * V, ds->logits, (size_t)rows * V * sizeof(float),
@@ -459,7 +475,7 @@ bool run_graph(const ss_model *m, const ss_state *s, const DevModel *dm, DevStat
         }
         ss_error cap_err = {{0}};
         const ss_status cst = enqueue_batch(m, s, dm, ds, 1, max_keys, sg, want ? ds->logits_host : nullptr,
-                                            want ? 1 : 0, &cap_err);
+                                            nullptr, want ? 1 : 0, &cap_err);
         const cudaError_t ce = cudaStreamEndCapture(st, &graph);
         cudaError_t ie = cudaErrorUnknown;
         if (cst == SS_OK && ce == cudaSuccess && graph) ie = cudaGraphInstantiate(&exec, graph, 0);
@@ -486,15 +502,15 @@ bool run_graph(const ss_model *m, const ss_state *s, const DevModel *dm, DevStat
 }
 
 ss_status run_batch(const ss_model *m, ss_state *s, const DevModel *dm, DevState *ds, const int32_t *tokens,
-                    int n, float *logits, int n_out, ss_error *err) {
-    const Staging sg(n, m->cfg.rotary_dim / 2 + 1);
+                    int n, float *logits, float *hidden, int n_out, ss_error *err) {
+    const Staging sg(n, m->cfg.rotary_dim / 2 + 1, ancestors_of(s, n));
     const int max_keys = stage_inputs(s, ds, tokens, n, sg);
-    if (ds->use_graphs && n == 1) {
+    if (ds->use_graphs && n == 1 && !hidden) { /* the captured step returns logits only */
         ss_status st = SS_OK;
         if (run_graph(m, s, dm, ds, max_keys, sg, logits, n_out, &st, err)) return st;
         ds->use_graphs = 0; /* capture failed: stay eager from now on */
     }
-    SS_TRY(enqueue_batch(m, s, dm, ds, n, max_keys, sg, logits, n_out, err));
+    SS_TRY(enqueue_batch(m, s, dm, ds, n, max_keys, sg, logits, hidden, n_out, err));
     SS_CUDA_TRY(cudaStreamSynchronize(ds->stream), "the forward pass");
     return SS_OK;
 }
@@ -575,7 +591,7 @@ extern "C" void ss_cuda_state_release(ss_state *s) {
 }
 
 extern "C" ss_status ss_cuda_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens, int n, float *logits,
-                                       int n_out, ss_error *err) {
+                                       float *hidden, int n_out, ss_error *err) {
     if (!m || !s || !tokens) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "NULL argument");
     const DevModel *dm = (const DevModel *)m->cuda;
     DevState *ds = (DevState *)s->cuda;
@@ -590,7 +606,7 @@ extern "C" ss_status ss_cuda_run_batch(const ss_model *m, ss_state *s, const int
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "n_out must be in [0, %d], got %d", n, n_out);
     const cudaError_t e = cudaSetDevice(ds->device);
     if (e != cudaSuccess) return cuda_fail(err, e, "cudaSetDevice");
-    return run_batch(m, s, dm, ds, tokens, n, logits, n_out, err);
+    return run_batch(m, s, dm, ds, tokens, n, logits, hidden, n_out, err);
 }
 
 /* ------------------------------------------------------------- cuda_api.h */

@@ -102,6 +102,7 @@ struct AttentionArgs {
     const float *qw, *qp;  /* [n][d] queries at text / cache position        */
     const float *k, *v;    /* this layer's cache: [head][slot][head_dim]     */
     const ss_view *views;  /* [n] (device)                                    */
+    const int32_t *ancestor_slots; /* what views' n_anc entries index (device) */
     float *out;            /* [n][d]                                          */
     float *partials;       /* attention_partial_floats(); used when n <= kAttSplitRows */
     int n, d;

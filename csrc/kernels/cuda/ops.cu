@@ -112,7 +112,7 @@ __global__ void rotary_store_kernel(const float *__restrict__ qkv, float *__rest
     const float *k = q + hd, *v = k + hd;
     const float *cs = rot_cos + (size_t)i * table_stride, *sn = rot_sin + (size_t)i * table_stride;
     const float *pcs = pin_cos + (size_t)i * table_stride, *psn = pin_sin + (size_t)i * table_stride;
-    const size_t slot = slot_of(views[i].pos, g);
+    const size_t slot = slot_of(views[i].index, g);
     const size_t row = (((size_t)h) * g.slots + slot) * hd;
     float *qwo = qw + (size_t)i * d + (size_t)h * hd, *qpo = qp + (size_t)i * d + (size_t)h * hd;
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
