@@ -138,6 +138,29 @@ class Model:
             raise ValueError(f"chunk must be an int in [1, {_MAX_CHUNK}], got {chunk!r}")
         return self._core.forward(arr, cache._core_values(self.tokenizer), min(int(chunk), len(arr)))
 
+    def forward_tree(self, prefix: TokenIds, tokens: TokenIds, parents: Sequence[int],
+                     cache: Optional[CacheConfig] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (len(tokens), vocab) and final hidden states (len(tokens),
+        d_model; after the final LayerNorm) of a token tree after ``prefix``.
+
+        ``parents[i]`` is the index of token i's parent among ``tokens``
+        (earlier than i), or -1 when it follows the prefix. Token i sits at
+        its parent's position + 1 and attends to the prefix (as ``cache``
+        lets it) and to its ancestors only: the tree attention of speculative
+        verification, in one forward.
+        """
+        pre = as_token_ids(prefix, "prefix", vocab=self.vocab_size, allow_empty=True)
+        toks = self._ids(tokens, "tokens")
+        par = np.asarray(parents, dtype=np.int64)
+        if par.shape != toks.shape:
+            raise ValueError(f"parents must have one entry per token ({len(toks)}), got shape {par.shape}")
+        if np.any(par < -1) or np.any(par >= np.arange(len(par))):
+            raise ValueError("parents[i] must be -1 or the index of an earlier token")
+        cache = cache or CacheConfig()
+        if not isinstance(cache, CacheConfig):
+            raise TypeError(f"cache must be a CacheConfig, got {type(cache).__name__}")
+        return self._core.forward_tree(pre, toks, par.astype(np.int32), cache._core_values(self.tokenizer))
+
     # -------------------------------------------------------------- generation
 
     def _generator(self, prompt_ids: TokenIds, max_new_tokens: int, temperature: float, top_k: int, top_p: float,

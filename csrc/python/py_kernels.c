@@ -10,6 +10,8 @@
 
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
+#include "spec/sampling.h"
+#include "spec/verify.h"
 
 static int kernel_dtype(const char *name, ss_dtype *out) {
     if (!strcmp(name, "f32")) *out = SS_F32;
@@ -193,6 +195,61 @@ static PyObject *py_simd_level(PyObject *self, PyObject *args) {
     return PyLong_FromLong(ss_simd_level());
 }
 
+/* verify_siblings(p, q, m, samples, seed) -> int32[samples]: the token the
+ * multi-candidate rule emits at one node, per trial: m candidates drawn
+ * without replacement from q (q None: the m most probable tokens of p, as
+ * deterministic proposals), then verified against p. Each emitted token
+ * must be distributed as p. */
+static PyObject *py_verify_siblings(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *p_obj, *q_obj;
+    int m, samples;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OOiiK", &p_obj, &q_obj, &m, &samples, &seed)) return NULL;
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROMANY(p_obj, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *q = p && q_obj != Py_None ? (PyArrayObject *)PyArray_FROMANY(q_obj, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY)
+                                             : NULL;
+    if (!p || (q_obj != Py_None && !q)) {
+        Py_XDECREF(p);
+        return NULL;
+    }
+    const int n = (int)PyArray_DIM(p, 0);
+    if ((q && PyArray_DIM(q, 0) != n) || m < 1 || m > 16 || m > n || samples < 1) {
+        Py_DECREF(p);
+        Py_XDECREF(q);
+        PyErr_SetString(PyExc_ValueError, "verify_siblings needs len(q) == len(p), 1 <= m <= min(16, len(p)), samples >= 1");
+        return NULL;
+    }
+    npy_intp dims[1] = {samples};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
+    float *work = PyMem_Malloc(3 * (size_t)n * sizeof(float));
+    if (!out || !work) {
+        Py_DECREF(p);
+        Py_XDECREF(q);
+        Py_XDECREF(out);
+        PyMem_Free(work);
+        return PyErr_NoMemory();
+    }
+    float *residual = work, *q_work = work + n, *draw = work + 2 * n;
+    const float *pp = PyArray_DATA(p), *qq = q ? PyArray_DATA(q) : NULL;
+    int32_t *o = PyArray_DATA(out), cand[16];
+    ss_rng rng;
+    ss_rng_seed(&rng, seed);
+    Py_BEGIN_ALLOW_THREADS
+    for (int s = 0; s < samples; s++) {
+        const int c = qq ? ss_sample_distinct(qq, n, m, &rng, draw, cand) : ss_top_indices(pp, n, m, cand);
+        memcpy(residual, pp, (size_t)n * sizeof(float));
+        int32_t next = -1;
+        const int accepted = ss_verify_siblings(residual, qq, q_work, cand, c, n, &rng, &next);
+        o[s] = accepted >= 0 ? cand[accepted] : next;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(work);
+    Py_DECREF(p);
+    Py_XDECREF(q);
+    return (PyObject *)out;
+}
+
 static PyMethodDef kernel_methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
      "matmul(x, w, wtype, m, bias=None, epilogue=0, out=None, level=None) -> x @ w.T (+ bias, epilogue)"},
@@ -202,6 +259,8 @@ static PyMethodDef kernel_methods[] = {
     {"matmul_path", py_matmul_path, METH_VARARGS,
      "matmul_path(wtype, n, level=None) -> kernels used for that batch size"},
     {"simd_levels", py_simd_levels, METH_NOARGS, "names of the kernel levels this CPU can run, lowest first"},
+    {"verify_siblings", py_verify_siblings, METH_VARARGS,
+     "verify_siblings(p, q, m, samples, seed) -> emitted tokens of the multi-candidate rule, per trial"},
     {"simd_level", py_simd_level, METH_NOARGS, "0 scalar, 1 avx2, 2 avx512bf16 (after SPECSTREAM_KERNELS)"},
     {NULL, NULL, 0, NULL},
 };

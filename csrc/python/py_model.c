@@ -221,6 +221,63 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
+/* forward_tree(prefix, tokens, parents, cache: dict) -> (logits [n, vocab_rows],
+ * hidden [n, d_model]): the prefix (committed in chunks), then the n tokens
+ * in one forward as a tree (parents: -1 or an earlier index among them). */
+static PyObject *Model_forward_tree(ModelObject *self, PyObject *args) {
+    PyObject *prefix_obj, *tokens_obj, *parents_obj, *cache_values;
+    if (check_model(self) < 0 ||
+        !PyArg_ParseTuple(args, "OOOO!", &prefix_obj, &tokens_obj, &parents_obj, &PyDict_Type, &cache_values))
+        return NULL;
+    PyArrayObject *prefix = as_ids(prefix_obj, "prefix"), *tokens = prefix ? as_ids(tokens_obj, "tokens") : NULL;
+    PyArrayObject *parents = tokens ? as_ids(parents_obj, "parents") : NULL;
+    PyObject *keep = parents ? PyList_New(0) : NULL, *result = NULL;
+    PyArrayObject *logits = NULL, *hidden = NULL;
+    ss_cache_config cache;
+    if (!keep) goto done;
+    const npy_intp np_ = PyArray_DIM(prefix, 0), n = PyArray_DIM(tokens, 0);
+    if (n < 1 || PyArray_DIM(parents, 0) != n || n > SS_MAX_TREE_NODES) {
+        PyErr_Format(PyExc_ValueError, "tokens and parents must hold the same number (1 to %d) of entries",
+                     SS_MAX_TREE_NODES);
+        goto done;
+    }
+    if (parse_cache(cache_values, np_ + n + 1, &cache, keep) < 0) goto done;
+    const ss_model_config *c = ss_model_get_config(self->model);
+    npy_intp ldims[2] = {n, c->vocab_rows}, hdims[2] = {n, c->d_model};
+    logits = (PyArrayObject *)PyArray_SimpleNew(2, ldims, NPY_FLOAT32);
+    hidden = (PyArrayObject *)PyArray_SimpleNew(2, hdims, NPY_FLOAT32);
+    if (!logits || !hidden) goto done;
+    ss_error err = {{0}};
+    ss_status st = SS_OK;
+    Py_BEGIN_ALLOW_THREADS
+    ss_state *state = NULL;
+    const int chunk = 64;
+    st = ss_state_create(self->model, &cache, (int)(n > chunk ? n : chunk), &state, &err);
+    const int32_t *pre = PyArray_DATA(prefix);
+    for (npy_intp i = 0; i < np_ && st == SS_OK; i += chunk) {
+        st = ss_forward(self->model, state, pre + i, (int)(np_ - i < chunk ? np_ - i : chunk), NULL, 0, &err);
+        if (st == SS_OK) st = ss_state_commit(state, &err);
+    }
+    if (st == SS_OK)
+        st = ss_forward_tree(self->model, state, PyArray_DATA(tokens), PyArray_DATA(parents), (int)n,
+                             PyArray_DATA(logits), PyArray_DATA(hidden), (int)n, &err);
+    ss_state_free(state);
+    Py_END_ALLOW_THREADS
+    if (st != SS_OK) {
+        ss_py_raise(st, &err);
+        goto done;
+    }
+    result = Py_BuildValue("(OO)", logits, hidden);
+done:
+    Py_XDECREF(prefix);
+    Py_XDECREF(tokens);
+    Py_XDECREF(parents);
+    Py_XDECREF(keep);
+    Py_XDECREF(logits);
+    Py_XDECREF(hidden);
+    return result;
+}
+
 /* eval_nll(ids, cache, chunk, record_evictions) ->
  *   (nll float32[n-1], visible int32[n], events int64[m, 3], first_s, rest_s, cache_bytes, n_done, interrupted)
  * Interrupted by Ctrl-C, it returns what it computed -- the first n_done
@@ -341,6 +398,8 @@ static PyObject *Model_get_vocab_rows(ModelObject *self, void *closure) {
 static PyMethodDef Model_methods[] = {
     {"forward", (PyCFunction)Model_forward, METH_VARARGS, "forward(ids, cache, chunk) -> logits"},
     {"eval_nll", (PyCFunction)Model_eval_nll, METH_VARARGS, "eval_nll(ids, cache, chunk, record) -> tuple"},
+    {"forward_tree", (PyCFunction)Model_forward_tree, METH_VARARGS,
+     "forward_tree(prefix, tokens, parents, cache) -> (logits, hidden) of a token tree after the prefix"},
     {"to_device", (PyCFunction)Model_to_device, METH_O, "to_device(device): 0 = CPU, 1 = CUDA GPU"},
     {NULL, NULL, 0, NULL},
 };
