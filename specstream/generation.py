@@ -53,12 +53,33 @@ class CacheConfig:
         ``recompute``: for every token, re-encode the last ``window`` tokens
         from scratch (the quality reference; quadratic cost).
 
-        ``h2o``, ``snapkv``, ``keynorm``: score-based baselines; besides the
-        ``n_sink`` sinks and the ``window`` most recent tokens they keep
-        ``heavy`` evicted tokens with the highest accumulated attention (H2O),
-        the highest attention from the queries since the last eviction,
-        max-pooled over +-3 neighbours (SnapKV-style vote), or the lowest key
-        L2 norm.
+        Score policies keep, besides the ``n_sink`` sinks and the
+        ``window`` most recent tokens, ``heavy`` evicted tokens per head
+        (each (layer, head) its own set, by its own attention), rated by:
+        ``h2o`` (Zhang et al. 2023) the attention accumulated since the key
+        entered; ``snapkv`` (Li et al. 2024) the attention of the queries
+        since the last eviction, max-pooled over +-3 neighbours;
+        ``keynorm`` (Devoto et al. 2024) the lowest key L2 norm;
+        ``scissorhands`` (Liu et al. 2023) how many of the last ``history``
+        queries gave the key more than average attention. Budget allocators
+        over heads and layers (SnapKV scores unless ``scorer`` says
+        otherwise): ``adakv`` (Feng et al. 2024) a layer's heads share its
+        ``n_head * heavy`` slots by score, each keeping at least
+        ``adakv_floor * heavy``; ``pyramidkv`` (Cai et al. 2024) budgets
+        decreasing linearly with depth (the top layer keeps
+        ``heavy / pyramid_beta``); ``headaware`` (H2O scores) per-head
+        budgets from how much attention each head paid outside its recent
+        window before the first eviction. docs/CACHE_POLICIES.md has the
+        exact rules.
+
+    Score policies' options: ``scorer`` swaps the rating (``auto``: the
+    policy's own); ``share`` decides per ``head`` (default), per ``layer``
+    (one set for a layer's heads, scores summed) or for the whole
+    ``model`` (the project's first variant, kept as an ablation: decided
+    at commit, so exact token by token only). ``positions``: ``text``
+    (keys at their text positions, as the H2O/SnapKV papers) or ``cache``
+    (StreamingLLM: keys at their places in the cache); ``auto`` picks
+    ``cache`` for window/streaming and ``text`` for score policies.
 
     Lazy eviction (all windowed policies):
         ``compress_every`` (R): the cache may hold up to R - 1 keys beyond its
@@ -78,9 +99,12 @@ class CacheConfig:
     empty) or ``entropy`` (highest predictive entropy); the newest
     ``refresh_budget`` are kept.
 
-    Data-dependent choices (refresh, heavy tokens, the entropy trigger) are
-    made when tokens are committed: exactly sequential when tokens come one
-    at a time (generation, ``chunk=1``), lagging inside larger batches.
+    Heavy sets with ``share`` head or layer are decided token by token
+    inside batches too (prefill chunks, speculative verification), so the
+    result does not depend on how tokens are batched. Refresh tokens, the
+    entropy trigger and ``share="model"`` are decided when tokens are
+    committed: exactly sequential when tokens come one at a time
+    (generation, ``chunk=1``), lagging inside larger batches.
 
     Names, defaults, limits and the rules between fields are the C core's
     (``_core.config_schema("cache")``); the core checks every instance.
@@ -94,6 +118,12 @@ class CacheConfig:
     max_drop: Optional[int] = _d("cache", "max_drop")
     overlap: int = _d("cache", "overlap")
     heavy: int = _d("cache", "heavy")
+    scorer: str = _d("cache", "scorer")
+    share: str = _d("cache", "share")
+    positions: str = _d("cache", "positions")
+    history: int = _d("cache", "history")
+    adakv_floor: float = _d("cache", "adakv_floor")
+    pyramid_beta: float = _d("cache", "pyramid_beta")
     refresh_budget: int = _d("cache", "refresh_budget")
     refresh: str = _d("cache", "refresh")
     structural_ids: tuple = _d("cache", "structural_ids")

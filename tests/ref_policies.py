@@ -40,7 +40,7 @@ from reference import RefModel, rotate, softmax
 __all__ = [
     "POLICIES", "SCORERS", "SHARES", "CacheFields", "Event", "PolicyTrace", "policy_trace", "cache_fields",
     "run_schedule", "keep_best", "snapkv_pool", "adakv_select", "pyramid_budgets", "headaware_budgets",
-    "selection_units", "scissorhands_counts", "ScorerState", "AttentionLog",
+    "selection_units", "scissorhands_counts", "ScorerState", "AttentionLog", "with_salient_heads",
 ]
 
 POLICIES = ("window", "streaming", "h2o", "snapkv", "keynorm", "scissorhands", "adakv", "pyramidkv", "headaware")
@@ -50,6 +50,30 @@ SHARES = ("head", "layer", "model")
 POSITIONS = ("text", "cache")
 SNAPKV_REACH = 3  # "max-pooled over their 3 neighbours on each side (a 7-wide window)"
 MAX_HISTORY = 64  # scissorhands: "history <= 64"
+
+
+# ----------------------------------------------------------------- test models
+
+
+def with_salient_heads(ref: RefModel, scale: float = 16.0, seed: int = 0) -> RefModel:
+    """The model with a large random query bias per head.
+
+    In the random test models attention is nearly uniform, so the oldest keys
+    always have the largest accumulated attention and H2O only ever keeps the
+    oldest candidates: a test would not notice if scores were ignored. A
+    query bias makes every query of a head lean toward one direction, so
+    some keys get much more attention than others - heavy hitters, which
+    differ between heads, as in trained models.
+    """
+    c = ref.cfg
+    weights = dict(ref.w)
+    rng = np.random.default_rng(seed)
+    for l in range(c.n_layer):
+        name = f"gpt_neox.layers.{l}.attention.query_key_value.bias"
+        bias = weights[name].reshape(c.n_head, 3, c.head_dim).copy()  # per head: q, k, v
+        bias[:, 0] += scale * rng.standard_normal((c.n_head, c.head_dim))
+        weights[name] = bias.reshape(-1)
+    return RefModel(c, weights)
 
 
 # ----------------------------------------------------------------- the fields

@@ -20,36 +20,14 @@ from conftest import token_ids
 from reference import RefModel, rotate, softmax, stream_schedule
 from ref_policies import (
     POLICIES, SCORERS, AttentionLog, ScorerState, adakv_select, cache_fields, headaware_budgets, keep_best,
-    policy_trace, pyramid_budgets, run_schedule, scissorhands_counts, snapkv_pool,
+    policy_trace, pyramid_budgets, run_schedule, scissorhands_counts, snapkv_pool, with_salient_heads,
 )
 
 SCORE_POLICIES = [p for p in POLICIES if p not in ("window", "streaming")]
-SALIENCE = 16.0
 
 
 def vocab(ref: RefModel) -> int:
     return ref.w["gpt_neox.embed_in.weight"].shape[0]
-
-
-def with_salient_heads(ref: RefModel, scale: float = SALIENCE, seed: int = 0) -> RefModel:
-    """The model with a large random query bias per head.
-
-    In the random test models attention is nearly uniform, so the oldest keys
-    always have the largest accumulated attention and H2O only ever keeps the
-    oldest candidates: a test would not notice if scores were ignored. A
-    query bias makes every query of a head lean toward one direction, so
-    some keys get much more attention than others - heavy hitters, which
-    differ between heads, as in trained models.
-    """
-    c = ref.cfg
-    weights = dict(ref.w)
-    rng = np.random.default_rng(seed)
-    for l in range(c.n_layer):
-        name = f"gpt_neox.layers.{l}.attention.query_key_value.bias"
-        bias = weights[name].reshape(c.n_head, 3, c.head_dim).copy()  # per head: q, k, v
-        bias[:, 0] += scale * rng.standard_normal((c.n_head, c.head_dim))
-        weights[name] = bias.reshape(-1)
-    return RefModel(c, weights)
 
 
 @pytest.fixture(scope="module")

@@ -4,40 +4,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/budgets.h"
+#include "cache/policy.h"
 #include "common.h"
 #include "config.h"
-
-const char *const ss_cache_policy_names[] = {"full", "window", "streaming", "recompute", "h2o", "snapkv",
-                                             "keynorm", NULL};
-const char *const ss_refresh_names[] = {"uniform", "structural", "entropy", NULL};
-
-static int is_score_policy(ss_cache_policy p) {
-    return p == SS_CACHE_H2O || p == SS_CACHE_SNAPKV || p == SS_CACHE_KEYNORM;
-}
-
-/* Policies that evict by the window schedule (all but full and recompute). */
-static int is_windowed(ss_cache_policy p) {
-    return p == SS_CACHE_WINDOW || p == SS_CACHE_STREAMING || is_score_policy(p);
-}
 
 ss_status ss_cache_config_rules(const ss_cache_config *cfg, ss_error *err) {
     const ss_cache_policy p = (ss_cache_policy)cfg->policy;
     const char *name = ss_cache_policy_names[p];
-    if ((p == SS_CACHE_STREAMING || is_score_policy(p)) && cfg->window < cfg->n_sink)
+    const int score = ss_policy_is_score(p);
+    if ((p == SS_CACHE_STREAMING || score) && cfg->window < cfg->n_sink)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.window (%d) is smaller than CacheConfig.n_sink (%d)",
                        cfg->window, cfg->n_sink);
     if (cfg->overlap >= cfg->compress_every)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
                        "CacheConfig.overlap (%d) must be smaller than CacheConfig.compress_every (%d): otherwise "
                        "nothing is ever evicted", cfg->overlap, cfg->compress_every);
-    if (is_score_policy(p)) {
+    if (score) {
         if (cfg->heavy < 1)
             return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
                            "CacheConfig.heavy must be >= 1 for policy '%s' (tokens kept by score)", name);
-    } else if (cfg->heavy != 0) {
-        return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.heavy applies to h2o, snapkv and keynorm, not '%s'",
-                       name);
+    } else {
+        if (cfg->heavy != 0)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.heavy applies to score policies, not '%s'", name);
+        if (cfg->scorer != SS_SCORER_AUTO)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.scorer applies to score policies, not '%s'",
+                           name);
+        if (cfg->share != SS_SHARE_HEAD)
+            return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "CacheConfig.share applies to score policies, not '%s'", name);
     }
+    const int allocator = p == SS_CACHE_ADAKV || p == SS_CACHE_PYRAMIDKV || p == SS_CACHE_HEADAWARE;
+    if (score && !allocator && cfg->scorer != SS_SCORER_AUTO && strcmp(ss_scorer_names[cfg->scorer], name) != 0)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "policy '%s' is its own scorer: CacheConfig.scorer applies to adakv, pyramidkv and headaware "
+                       "(got '%s')", name, ss_scorer_names[cfg->scorer]);
+    if ((p == SS_CACHE_ADAKV || p == SS_CACHE_HEADAWARE) && cfg->share != SS_SHARE_HEAD)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "policy '%s' gives each head its own budget: CacheConfig.share must be 'head', not '%s'", name,
+                       ss_share_names[cfg->share]);
+    if (p == SS_CACHE_PYRAMIDKV && cfg->share == SS_SHARE_MODEL)
+        return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
+                       "policy 'pyramidkv' gives each layer its own budget: CacheConfig.share must be 'head' or "
+                       "'layer', not 'model'");
     if (cfg->refresh_budget > 0) {
         if (p != SS_CACHE_WINDOW && p != SS_CACHE_STREAMING)
             return ss_fail(err, SS_ERR_INVALID_ARGUMENT,
@@ -50,9 +58,28 @@ ss_status ss_cache_config_rules(const ss_cache_config *cfg, ss_error *err) {
     return SS_OK;
 }
 
+/* The config as the cache runs it: settings a policy ignores are zeroed and
+ * "auto" choices resolved. */
+static ss_cache_config effective_config(const ss_cache_config *cfg) {
+    ss_cache_config e = *cfg;
+    const ss_cache_policy p = (ss_cache_policy)cfg->policy;
+    const ss_policy *pol = ss_policy_of(p);
+    e.structural_ids = NULL; /* borrowed: copied into c->structural */
+    if (p == SS_CACHE_WINDOW || p == SS_CACHE_FULL || p == SS_CACHE_RECOMPUTE) e.n_sink = 0;
+    if (!pol->windowed) {
+        e.compress_every = 1;
+        e.max_drop = 0;
+        e.overlap = 0;
+        e.entropy_threshold = 0.0f;
+    }
+    if (!pol->scorer) e.heavy = 0;
+    if (!pol->windowed || pol->scorer) e.refresh_budget = 0;
+    if (e.positions == SS_POSITIONS_AUTO) e.positions = pol->positions;
+    return e;
+}
+
 ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer, int n_head, int head_dim,
-                        int rotary_dim, double rotary_base, int vocab, int max_pending, int threads,
-                        ss_error *err) {
+                        int rotary_dim, double rotary_base, int vocab, int max_pending, ss_error *err) {
     *c = (ss_kv_cache){0};
     ss_status st = ss_config_check(SS_CONFIG_CACHE, cfg, err);
     if (st != SS_OK) return st;
@@ -61,18 +88,12 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
                        "full cache: CacheConfig.capacity must be set (>= 1) before a state is created");
     if (cfg->refresh_budget > 0 && cfg->refresh == SS_REFRESH_STRUCTURAL && cfg->n_structural_ids < 1)
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "structural refresh needs CacheConfig.structural_ids");
-    c->cfg = *cfg;
-    c->cfg.structural_ids = NULL; /* borrowed: copied into c->structural */
-    const ss_cache_policy p = (ss_cache_policy)cfg->policy;
-    if (p == SS_CACHE_WINDOW || p == SS_CACHE_FULL || p == SS_CACHE_RECOMPUTE) c->cfg.n_sink = 0;
-    if (!is_windowed(p)) {
-        c->cfg.compress_every = 1;
-        c->cfg.max_drop = 0;
-        c->cfg.overlap = 0;
-        c->cfg.entropy_threshold = 0.0f;
-    }
-    if (!is_score_policy(p)) c->cfg.heavy = 0;
-    if (!is_windowed(p) || is_score_policy(p)) c->cfg.refresh_budget = 0;
+    if (cfg->policy == SS_CACHE_HEADAWARE && n_head > SS_MAX_HEADS_HEADAWARE)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "policy 'headaware' supports at most %d heads, the model has %d",
+                       SS_MAX_HEADS_HEADAWARE, n_head);
+    c->cfg = effective_config(cfg);
+    const ss_cache_policy p = (ss_cache_policy)c->cfg.policy;
+    c->policy = ss_policy_of(p);
     c->n_layer = n_layer;
     c->n_head = n_head;
     c->head_dim = head_dim;
@@ -80,55 +101,68 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
     c->rotary_base = rotary_base;
     c->vocab = vocab;
     c->n_sink = c->cfg.n_sink;
-    c->dyn_cap = is_score_policy(p) ? c->cfg.heavy : c->cfg.refresh_budget;
-    c->pinned = c->n_sink + c->dyn_cap;
     switch (p) {
     case SS_CACHE_FULL: c->ring = cfg->capacity; break;
     case SS_CACHE_RECOMPUTE: c->ring = cfg->window; break;
     default:
-        /* The committed window run holds at most window + R - 1 keys; pending
-         * tokens are stored before their evictions are applied. */
-        c->ring = cfg->window + c->cfg.compress_every - 1 + max_pending;
+        /* The committed run holds at most window + R - 1 keys, plus the
+         * heavy budget while the heavy sets fill (a max_drop eviction drains
+         * without growing it); pending tokens are stored before their
+         * evictions are applied. */
+        c->ring = c->cfg.window + c->cfg.compress_every - 1 + c->cfg.heavy + max_pending;
         break;
     }
-    c->slots = c->pinned + c->ring;
-    c->track_attention = p == SS_CACHE_H2O || p == SS_CACHE_SNAPKV;
-    c->track_keynorm = p == SS_CACHE_KEYNORM;
-    c->track_entropy = c->cfg.entropy_threshold > 0.0f ||
-                       (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_ENTROPY);
-    const size_t per_layer = (size_t)n_head * (size_t)c->slots * (size_t)head_dim;
-    const size_t S = (size_t)c->slots;
-    c->k = ss_alloc((size_t)n_layer, per_layer * sizeof(float));
-    c->v = ss_alloc((size_t)n_layer, per_layer * sizeof(float));
-    int ok = c->k && c->v;
-    if (c->dyn_cap > 0) {
-        const size_t cand = (size_t)c->dyn_cap + (size_t)c->ring;
-        c->dyn_pos = ss_alloc((size_t)c->dyn_cap, sizeof(int64_t));
-        c->score = ss_alloc(S, sizeof(float));
-        c->entropy = ss_alloc(S, sizeof(float));
-        c->token = ss_alloc(S, sizeof(int32_t));
-        c->cand_pos = ss_alloc(cand, sizeof(int64_t));
-        c->cand_score = ss_alloc(cand, sizeof(float));
-        c->cand_raw = ss_alloc(cand, sizeof(float));
-        c->cand_win = ss_alloc(cand, 1);
-        c->move_k = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
-        c->move_v = ss_alloc((size_t)c->dyn_cap * head_dim, sizeof(float));
-        c->rot_cos = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
-        c->rot_sin = ss_alloc((size_t)rotary_dim / 2 + 1, sizeof(float));
-        ok = ok && c->dyn_pos && c->score && c->entropy && c->token && c->cand_pos && c->cand_score && c->cand_raw && c->cand_win && c->move_k &&
-             c->move_v && c->rot_cos && c->rot_sin;
-    } else if (c->track_entropy) {
-        c->entropy = ss_alloc(S, sizeof(float));
-        ok = ok && c->entropy;
+    c->slots = c->n_sink + c->ring;
+    c->heavy_cap = ss_policy_heavy_cap(&c->cfg, n_layer, n_head);
+    /* Cache positions differ from text positions only for keys outside the
+     * run: sinks and heavy sets. */
+    c->cache_positions = c->cfg.positions == SS_POSITIONS_CACHE && (c->n_sink > 0 || c->heavy_cap > 0);
+
+    const size_t rows = (size_t)n_layer * n_head * (size_t)c->slots, hd = (size_t)head_dim;
+    c->k = ss_alloc(rows, hd * sizeof(float));
+    c->v = ss_alloc(rows, hd * sizeof(float));
+    c->pool_offset = ss_alloc((size_t)n_layer + 1, sizeof(int64_t));
+    int ok = c->k && c->v && c->pool_offset;
+    for (int l = 0; ok && l < n_layer; l++)
+        c->pool_offset[l + 1] = c->pool_offset[l] + ss_policy_pool_rows(&c->cfg, n_layer, n_head, l);
+    if (ok && c->heavy_cap > 0) {
+        const size_t pool = (size_t)c->pool_offset[n_layer];
+        c->heavy = ss_alloc((size_t)n_layer * n_head * (size_t)c->heavy_cap, sizeof(ss_heavy));
+        c->n_heavy = ss_alloc((size_t)n_layer * n_head, sizeof(int32_t));
+        c->pool_k = ss_alloc(pool, hd * sizeof(float));
+        c->pool_v = ss_alloc(pool, hd * sizeof(float));
+        c->pool_owner = ss_alloc(pool + 1, sizeof(int32_t));
+        c->token = ss_alloc((size_t)c->slots, sizeof(int32_t));
+        ok = c->heavy && c->n_heavy && c->pool_k && c->pool_v && c->pool_owner && c->token;
     }
-    if (c->track_attention || c->track_keynorm) {
-        c->n_acc = threads < 1 ? 1 : threads;
-        c->acc = ss_alloc((size_t)c->n_acc * S, sizeof(float));
-        ok = ok && c->acc;
+    if (ok && (c->cfg.entropy_threshold > 0.0f || (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_ENTROPY))) {
+        c->entropy = ss_alloc((size_t)c->slots, sizeof(float));
+        ok = c->entropy != NULL;
     }
-    if (c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_STRUCTURAL) {
+    if (ok && c->cache_positions) {
+        /* a query sees at most the sinks, a heavy list and the ring */
+        c->keys_max = c->n_sink + c->heavy_cap + c->ring;
+        const size_t half = (size_t)rotary_dim / 2;
+        c->dist_cos = ss_alloc((size_t)c->keys_max * half + 1, sizeof(float));
+        c->dist_sin = ss_alloc((size_t)c->keys_max * half + 1, sizeof(float));
+        ok = c->dist_cos && c->dist_sin;
+        float *cs = ss_alloc(half + 1, sizeof(float)), *sn = ss_alloc(half + 1, sizeof(float));
+        ok = ok && cs && sn;
+        for (int d = 0; ok && d < c->keys_max; d++) {
+            ss_rotary_table(cs, sn, rotary_dim, rotary_base, d);
+            memcpy(c->dist_cos + (size_t)d * half, cs, half * sizeof(float));
+            memcpy(c->dist_sin + (size_t)d * half, sn, half * sizeof(float));
+        }
+        ss_free(cs);
+        ss_free(sn);
+        c->rotation = (ss_distance_rotation){c->dist_cos, c->dist_sin, rotary_dim};
+        c->unrotate_cos = ss_alloc(half + 1, sizeof(float));
+        c->unrotate_sin = ss_alloc(half + 1, sizeof(float));
+        ok = ok && c->unrotate_cos && c->unrotate_sin;
+    }
+    if (ok && c->cfg.refresh_budget > 0 && c->cfg.refresh == SS_REFRESH_STRUCTURAL) {
         c->structural = ss_alloc((size_t)vocab, 1);
-        ok = ok && c->structural;
+        ok = c->structural != NULL;
         for (int i = 0; ok && i < cfg->n_structural_ids; i++) {
             const int32_t id = cfg->structural_ids[i];
             if (id < 0 || id >= vocab) {
@@ -143,58 +177,67 @@ ss_status ss_cache_init(ss_kv_cache *c, const ss_cache_config *cfg, int n_layer,
         ss_cache_release(c);
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate a KV cache of %d slots", c->slots);
     }
+    st = ss_policy_init(c, max_pending, err);
+    if (st != SS_OK) {
+        ss_cache_release(c);
+        return st;
+    }
     ss_cache_reset(c);
     return SS_OK;
 }
 
 void ss_cache_release(ss_kv_cache *c) {
-    void *bufs[] = {c->k, c->v, c->dyn_pos, c->score, c->acc, c->entropy, c->token, c->structural,
-                    c->cand_pos, c->cand_score, c->cand_raw, c->cand_win, c->move_k, c->move_v, c->rot_cos, c->rot_sin};
+    if (c->policy_state) ss_policy_release(c);
+    void *bufs[] = {c->k, c->v, c->heavy, c->n_heavy, c->pool_offset, c->pool_k, c->pool_v, c->pool_owner,
+                    c->entropy, c->token, c->structural, c->dist_cos, c->dist_sin, c->unrotate_cos,
+                    c->unrotate_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
-    c->k = c->v = NULL;
-    c->dyn_pos = NULL;
-    c->score = c->acc = c->entropy = c->cand_score = c->cand_raw = c->move_k = c->move_v = c->rot_cos = c->rot_sin = NULL;
-    c->token = NULL;
-    c->structural = c->cand_win = NULL;
-    c->cand_pos = NULL;
+    *c = (ss_kv_cache){0};
 }
 
 void ss_cache_reset(ss_kv_cache *c) {
-    c->sched = (ss_schedule){.first = c->n_sink, .draining = 0};
-    c->n_dyn = 0;
-    if (c->score) memset(c->score, 0, (size_t)c->slots * sizeof(float));
-    if (c->acc) memset(c->acc, 0, (size_t)c->n_acc * c->slots * sizeof(float));
+    c->sched = (ss_schedule){.first = c->n_sink};
+    if (c->n_heavy) memset(c->n_heavy, 0, (size_t)c->n_layer * c->n_head * sizeof(int32_t));
+    for (int64_t r = 0; c->pool_owner && r < c->pool_offset[c->n_layer]; r++) c->pool_owner[r] = -1;
+    if (c->policy_state) ss_policy_reset(c);
 }
 
 size_t ss_cache_bytes(const ss_kv_cache *c) {
-    return 2 * (size_t)c->n_layer * c->n_head * (size_t)c->slots * c->head_dim * sizeof(float);
+    const size_t row = (size_t)c->head_dim * sizeof(float);
+    const size_t main = (size_t)c->n_layer * c->n_head * (size_t)c->slots;
+    return 2 * (main + (size_t)c->pool_offset[c->n_layer]) * row + ss_policy_bytes(c);
 }
 
 int ss_schedule_advance(const ss_kv_cache *c, ss_schedule *s, int64_t t, int force, int64_t *kept) {
     const int64_t sinks = c->n_sink;
-    if (!is_windowed(c->cfg.policy) || t < sinks) {
+    if (!c->policy->windowed || t < sinks) {
         if (kept) *kept = t + 1;
         return 0;
     }
-    const int64_t budget = sinks + c->cfg.window;
-    const int64_t size = sinks + (t - s->first);
+    /* c: the heavy keys of a head once its set has filled (score policies);
+     * refresh tokens do not count against the window's budget */
+    const int64_t m = c->policy->scorer ? c->cfg.heavy : 0;
+    const int64_t heavy_now = ss_min64(m, s->dropped);
+    const int64_t budget = sinks + c->cfg.window + m;
+    const int64_t size = sinks + (t - s->first) + heavy_now;
     int64_t drop = 0;
     if (s->draining || force || size + 1 > budget + c->cfg.compress_every - 1) {
-        const int64_t need = size + 1 - (budget + c->cfg.overlap);
+        const int64_t need = (t - s->first) + 1 - (c->cfg.window + c->cfg.overlap);
         if (need > 0) {
             drop = c->cfg.max_drop ? ss_min64(need, c->cfg.max_drop) : need;
             s->first += drop;
+            s->dropped += drop;
             s->draining = c->cfg.max_drop > 0 && need > drop;
         } else {
             s->draining = 0;
         }
     }
-    if (kept) *kept = size + 1 - drop;
+    if (kept) *kept = sinks + (t - s->first) + 1 + ss_min64(m, s->dropped);
     return (int)drop;
 }
 
 size_t ss_cache_slot(const ss_kv_cache *c, int64_t t) {
-    return t < c->n_sink ? (size_t)t : (size_t)(c->pinned + (t - c->n_sink) % c->ring);
+    return t < c->n_sink ? (size_t)t : (size_t)(c->n_sink + (t - c->n_sink) % c->ring);
 }
 
 int ss_cache_entropy_force(const ss_kv_cache *c, int64_t t, int64_t known) {
@@ -208,8 +251,7 @@ ss_status ss_cache_view(const ss_kv_cache *c, const ss_schedule *s, int64_t t, i
     view->index = index;
     view->hi = visible_end - 1;
     view->n_anc = view->anc_first = 0;
-    /* dynamic pinned tokens exist only once the stream is far past the sinks */
-    view->n_pinned = (int)ss_min64(visible_end, c->n_sink) + c->n_dyn;
+    view->n_pinned = (int)ss_min64(visible_end, c->n_sink);
     if (t < c->n_sink) {
         view->lo = c->n_sink;
         view->cache_pos = t;
@@ -243,24 +285,94 @@ float *ss_cache_value(const ss_kv_cache *c, int layer, int head, int64_t t) {
     return c->v + row_of(c, layer, head, ss_cache_slot(c, t));
 }
 
+static size_t pool_row(const ss_kv_cache *c, int layer, int32_t loc) {
+    return ((size_t)c->pool_offset[layer] + (size_t)(loc - c->slots)) * c->head_dim;
+}
+
+float *ss_cache_loc_key(const ss_kv_cache *c, int layer, int head, int32_t loc) {
+    return loc < c->slots ? c->k + row_of(c, layer, head, (size_t)loc) : c->pool_k + pool_row(c, layer, loc);
+}
+
+float *ss_cache_loc_value(const ss_kv_cache *c, int layer, int head, int32_t loc) {
+    return loc < c->slots ? c->v + row_of(c, layer, head, (size_t)loc) : c->pool_v + pool_row(c, layer, loc);
+}
+
+const ss_distance_rotation *ss_cache_rotation(const ss_kv_cache *c) {
+    return c->cache_positions ? &c->rotation : NULL;
+}
+
+/* k (rotated at text position pos) unrotated into out; cs/sn: room for
+ * rotary_dim / 2 floats each. */
+static void unrotate(const ss_kv_cache *c, const float *k, int64_t pos, float *out, float *cs, float *sn) {
+    ss_rotary_table(cs, sn, c->rotary_dim, c->rotary_base, -pos);
+    memcpy(out, k, (size_t)c->head_dim * sizeof(float));
+    ss_rotary(out, c->rotary_dim, cs, sn);
+}
+
+void ss_cache_store_heavy_key(const ss_kv_cache *c, int layer, int head, int32_t dst, int32_t src, int64_t pos) {
+    const float *k = ss_cache_loc_key(c, layer, head, src);
+    float *out = ss_cache_loc_key(c, layer, head, dst);
+    if (c->cache_positions) unrotate(c, k, pos, out, c->unrotate_cos, c->unrotate_sin);
+    else memcpy(out, k, (size_t)c->head_dim * sizeof(float));
+}
+
 int ss_cache_runs(const ss_kv_cache *c, int layer, int head, const ss_view *view, const int32_t *ancestor_slots,
-                  const float *q_pinned, const float *q_window, float *acc, ss_kv_run runs[4]) {
-    int n = 0;
+                  const ss_heavy *heavy, int n_heavy, const ss_query *q, const ss_runs_scratch *scratch,
+                  ss_kv_run runs[5], int32_t *loc, int *n_keys) {
+    int n = 0, keys = 0;
     const size_t base = row_of(c, layer, head, 0);
     const float *k = c->k + base, *v = c->v + base;
-    if (view->n_pinned > 0) runs[n++] = (ss_kv_run){q_pinned, k, v, 0, view->n_pinned, NULL, acc};
+    const int hd = c->head_dim;
+    if (view->n_pinned > 0) {
+        runs[n++] = (ss_kv_run){k, v, 0, view->n_pinned, NULL, NULL, c->cache_positions ? q->sink : q->text, 0};
+        for (int i = 0; loc && i < view->n_pinned; i++) loc[keys + i] = i;
+        keys += view->n_pinned;
+    }
+    if (n_heavy > 0) {
+        for (int i = 0; i < n_heavy; i++) {
+            const int32_t at = heavy[i].loc;
+            scratch->row_k[i] = ss_cache_loc_key(c, layer, head, at);
+            scratch->row_v[i] = ss_cache_loc_value(c, layer, head, at);
+            if (c->cache_positions && at < c->slots) { /* kept inside this batch: still in the ring */
+                float *u = scratch->unrotated + (size_t)i * hd;
+                unrotate(c, scratch->row_k[i], heavy[i].pos, u, scratch->cos, scratch->sin);
+                scratch->row_k[i] = u;
+            }
+            if (loc) loc[keys + i] = at;
+        }
+        runs[n++] = (ss_kv_run){k, v, 0, n_heavy, scratch->row_k, scratch->row_v,
+                                c->cache_positions ? q->raw : q->text, c->cache_positions};
+        keys += n_heavy;
+    }
     int64_t len = view->hi - view->lo + 1;
     if (len > 0) {
         int start = (int)ss_cache_slot(c, view->lo);
         while (len > 0) {
             const int take = (int)ss_min64(len, (int64_t)(c->slots - start));
-            runs[n++] = (ss_kv_run){q_window, k, v, start, take, NULL, acc};
+            runs[n++] = (ss_kv_run){k, v, start, take, NULL, NULL, q->text, 0};
+            for (int i = 0; loc && i < take; i++) loc[keys + i] = start + i;
+            keys += take;
             len -= take;
-            start = c->pinned;
+            start = c->n_sink;
         }
     }
-    if (view->n_anc > 0)
-        runs[n++] = (ss_kv_run){q_window, k, v, 0, view->n_anc, ancestor_slots + view->anc_first, acc};
+    if (view->n_anc > 0) {
+        const float **anc_k = scratch->row_k + n_heavy, **anc_v = scratch->row_v + n_heavy;
+        const int32_t *slots = ancestor_slots + view->anc_first;
+        for (int i = 0; i < view->n_anc; i++) {
+            anc_k[i] = k + (size_t)slots[i] * hd;
+            anc_v[i] = v + (size_t)slots[i] * hd;
+            if (loc) loc[keys + i] = slots[i];
+        }
+        runs[n++] = (ss_kv_run){k, v, 0, view->n_anc, anc_k, anc_v, q->text, 0};
+        keys += view->n_anc;
+    }
+    if (c->cache_positions && view->n_pinned > 0) { /* the query at its cache position, keys - 1 */
+        const size_t half = (size_t)c->rotary_dim / 2, d = (size_t)(keys - 1) * half;
+        memcpy(q->sink, q->raw, (size_t)hd * sizeof(float));
+        ss_rotary(q->sink, c->rotary_dim, c->dist_cos + d, c->dist_sin + d);
+    }
+    *n_keys = keys;
     return n;
 }
 
@@ -273,176 +385,13 @@ void ss_cache_move(ss_kv_cache *c, int64_t from, int64_t to) {
             memcpy(c->v + row_of(c, l, h, dst), c->v + row_of(c, l, h, src), bytes);
         }
     }
-    if (c->score) c->score[dst] = c->score[src];
+    ss_policy_move(c, (int)src, (int)dst);
     if (c->token) c->token[dst] = c->token[src];
     if (c->entropy) c->entropy[dst] = c->entropy[src];
-    for (int i = 0; i < c->n_acc; i++) c->acc[(size_t)i * c->slots + dst] = c->acc[(size_t)i * c->slots + src];
 }
-
-/* ------------------------------------------------------- dynamic tokens */
 
 void ss_cache_begin_token(ss_kv_cache *c, int64_t t, int32_t token) {
     const size_t slot = ss_cache_slot(c, t);
-    if (c->score) c->score[slot] = 0.0f;
     if (c->token) c->token[slot] = token;
     if (c->entropy) c->entropy[slot] = 0.0f;
-    for (int i = 0; i < c->n_acc; i++) c->acc[(size_t)i * c->slots + slot] = 0.0f;
-}
-
-void ss_cache_collect_scores(ss_kv_cache *c) {
-    if (!c->acc) return;
-    for (int i = 0; i < c->n_acc; i++) {
-        float *row = c->acc + (size_t)i * c->slots;
-        for (int s = 0; s < c->slots; s++) {
-            c->score[s] += c->track_keynorm ? -row[s] : row[s];
-            row[s] = 0.0f;
-        }
-    }
-}
-
-/* Slot a candidate's data comes from: its dynamic slot if already pinned. */
-static size_t source_slot(const ss_kv_cache *c, int64_t pos, int *dyn_index) {
-    for (int j = 0; j < c->n_dyn; j++) {
-        if (c->dyn_pos[j] == pos) {
-            *dyn_index = j;
-            return (size_t)(c->n_sink + j);
-        }
-    }
-    *dyn_index = -1;
-    return ss_cache_slot(c, pos);
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The m candidates with the highest score (ties: larger position; NaN counts
- * as lowest), in candidate order; returns how many were kept (<= m).
- * Winners are decided against the full list first, then compacted. */
-static int keep_top(int64_t *pos, float *score, int n, int m, uint8_t *win) {
-    if (n <= m) return n;
-    for (int i = 0; i < n; i++)
-        if (isnan(score[i])) score[i] = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        int better = 0; /* candidates that beat i */
-        for (int j = 0; j < n && better < m; j++)
-            if (score[j] > score[i] || (score[j] == score[i] && pos[j] > pos[i])) better++;
-        win[i] = better < m;
-    }
-    int kept = 0;
-    for (int i = 0; i < n && kept < m; i++) {
-        if (!win[i]) continue;
-        pos[kept] = pos[i];
-        score[kept] = score[i];
-        kept++;
-    }
-    return kept;
-}
-
-/* Rewrites the pinned slots after the sinks to hold new_pos (sorted), keys
- * rotated at their new cache positions. Sources are read before any write. */
-static void rebuild_pinned(ss_kv_cache *c, const int64_t *new_pos, int n_new) {
-    const int hd = c->head_dim;
-    if (n_new > c->dyn_cap) n_new = c->dyn_cap; /* never write past the pinned slots */
-    int src_dyn[n_new > 0 ? n_new : 1];
-    size_t src_slot[n_new > 0 ? n_new : 1];
-    int64_t src_rot[n_new > 0 ? n_new : 1];
-    for (int j = 0; j < n_new; j++) {
-        src_slot[j] = source_slot(c, new_pos[j], &src_dyn[j]);
-        /* keys in the window are rotated at their text position, dynamic
-         * ones at their cache position */
-        src_rot[j] = src_dyn[j] >= 0 ? c->n_sink + src_dyn[j] : new_pos[j];
-    }
-    float new_score[n_new > 0 ? n_new : 1], new_entropy[n_new > 0 ? n_new : 1];
-    int32_t new_token[n_new > 0 ? n_new : 1];
-    for (int j = 0; j < n_new; j++) {
-        new_score[j] = c->score[src_slot[j]];
-        new_entropy[j] = c->entropy[src_slot[j]];
-        new_token[j] = c->token[src_slot[j]];
-    }
-    for (int l = 0; l < c->n_layer; l++) {
-        for (int h = 0; h < c->n_head; h++) {
-            for (int j = 0; j < n_new; j++) {
-                memcpy(c->move_k + (size_t)j * hd, c->k + row_of(c, l, h, src_slot[j]), (size_t)hd * sizeof(float));
-                memcpy(c->move_v + (size_t)j * hd, c->v + row_of(c, l, h, src_slot[j]), (size_t)hd * sizeof(float));
-            }
-            for (int j = 0; j < n_new; j++) {
-                const size_t dst = (size_t)(c->n_sink + j);
-                float *k = c->k + row_of(c, l, h, dst);
-                memcpy(k, c->move_k + (size_t)j * hd, (size_t)hd * sizeof(float));
-                memcpy(c->v + row_of(c, l, h, dst), c->move_v + (size_t)j * hd, (size_t)hd * sizeof(float));
-                const int64_t delta = (int64_t)dst - src_rot[j];
-                if (delta != 0) {
-                    ss_rotary_table(c->rot_cos, c->rot_sin, c->rotary_dim, c->rotary_base, delta);
-                    ss_rotary(k, c->rotary_dim, c->rot_cos, c->rot_sin);
-                }
-            }
-        }
-    }
-    for (int j = 0; j < n_new; j++) {
-        const size_t dst = (size_t)(c->n_sink + j);
-        c->dyn_pos[j] = new_pos[j];
-        c->score[dst] = new_score[j];
-        c->entropy[dst] = new_entropy[j];
-        c->token[dst] = new_token[j];
-    }
-    c->n_dyn = n_new;
-}
-
-void ss_cache_select(ss_kv_cache *c, int64_t first, int dropped) {
-    if (c->dyn_cap == 0 || dropped <= 0) return;
-    const int M = c->dyn_cap;
-    int64_t *pos = c->cand_pos;
-    float *sc = c->cand_score;
-    int n = 0;
-    if (c->cfg.policy == SS_CACHE_WINDOW || c->cfg.policy == SS_CACHE_STREAMING) {
-        /* refresh: choose from the evicted span, then keep the newest M */
-        int dummy;
-        switch (c->cfg.refresh) {
-        case SS_REFRESH_UNIFORM: {
-            const int m = dropped < M ? dropped : M;
-            for (int i = 0; i < m; i++) pos[n++] = first + (int64_t)floor((i + 0.5) * dropped / m);
-            break;
-        }
-        case SS_REFRESH_STRUCTURAL:
-            for (int64_t p = first + dropped - 1; p >= first && n < M; p--)
-                if (c->structural[c->token[source_slot(c, p, &dummy)]]) pos[n++] = p;
-            break;
-        case SS_REFRESH_ENTROPY:
-            for (int64_t p = first; p < first + dropped; p++) {
-                pos[n] = p;
-                sc[n++] = c->entropy[source_slot(c, p, &dummy)];
-            }
-            n = keep_top(pos, sc, n, M, c->cand_win);
-            break;
-        }
-        for (int j = 0; j < c->n_dyn; j++) pos[n++] = c->dyn_pos[j];
-        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
-        if (n > M) {
-            memmove(pos, pos + (n - M), (size_t)M * sizeof *pos);
-            n = M;
-        }
-    } else {
-        /* score policies: the current heavy tokens compete with the evicted */
-        int dummy;
-        for (int j = 0; j < c->n_dyn; j++) pos[n++] = c->dyn_pos[j];
-        for (int64_t p = first; p < first + dropped; p++) pos[n++] = p;
-        qsort(pos, (size_t)n, sizeof *pos, cmp_i64);
-        for (int i = 0; i < n; i++) sc[i] = c->score[source_slot(c, pos[i], &dummy)];
-        if (c->cfg.policy == SS_CACHE_SNAPKV) {
-            /* max-pool over +-3 neighbours keeps clusters of attention */
-            float *raw = c->cand_raw;
-            memcpy(raw, sc, (size_t)n * sizeof(float));
-            for (int i = 0; i < n; i++) {
-                float m = raw[i];
-                for (int j = i - 3; j <= i + 3; j++)
-                    if (j >= 0 && j < n && raw[j] > m) m = raw[j];
-                sc[i] = m;
-            }
-        }
-        n = keep_top(pos, sc, n, M, c->cand_win);
-    }
-    rebuild_pinned(c, pos, n);
-    if (c->cfg.policy == SS_CACHE_SNAPKV) memset(c->score, 0, (size_t)c->slots * sizeof(float));
 }

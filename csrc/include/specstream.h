@@ -212,8 +212,25 @@ typedef enum {
                                accumulated attention (heavy hitters)         */
     SS_CACHE_SNAPKV,        /* ... highest attention from the queries since
                                the last eviction, max-pooled over neighbours */
-    SS_CACHE_KEYNORM        /* ... lowest key L2 norm                         */
+    SS_CACHE_KEYNORM,       /* ... lowest key L2 norm                         */
+    SS_CACHE_SCISSORHANDS,  /* ... most often above-average attention among
+                               the last `history` queries                    */
+    SS_CACHE_ADAKV,         /* a layer's heavy slots shared by its heads,
+                               best scores across heads (snapkv scores)      */
+    SS_CACHE_PYRAMIDKV,     /* heavy budgets decreasing with depth (snapkv)  */
+    SS_CACHE_HEADAWARE      /* heavy budgets per head by how far back each
+                               head attends (h2o scores)                     */
 } ss_cache_policy;
+
+/* Where attention places keys (docs/CACHE_POLICIES.md): at their text
+ * positions, or at their places in the cache (StreamingLLM). */
+typedef enum { SS_POSITIONS_AUTO = 0, SS_POSITIONS_TEXT, SS_POSITIONS_CACHE } ss_positions;
+/* Which heads choose their heavy keys together. */
+typedef enum { SS_SHARE_HEAD = 0, SS_SHARE_LAYER, SS_SHARE_MODEL } ss_share;
+/* The scorer of a score policy (auto: the policy's own). */
+typedef enum {
+    SS_SCORER_AUTO = 0, SS_SCORER_H2O, SS_SCORER_SNAPKV, SS_SCORER_KEYNORM, SS_SCORER_SCISSORHANDS
+} ss_scorer_id;
 
 /* How window/streaming caches pick "refresh" tokens (dynamic sinks) from
  * each evicted span. */
@@ -225,6 +242,9 @@ typedef enum {
 
 extern const char *const ss_cache_policy_names[];  /* by ss_cache_policy */
 extern const char *const ss_refresh_names[];       /* by ss_refresh_select */
+extern const char *const ss_positions_names[];     /* by ss_positions */
+extern const char *const ss_share_names[];         /* by ss_share */
+extern const char *const ss_scorer_names[];        /* by ss_scorer_id */
 
 #define SS_CACHE_FIELDS(X)                                                                                     \
     X(CHOICE, policy, SS_CACHE_FULL, 0, 0, SS_CLOSED, ss_cache_policy_names, NULL, "which keys are kept")          \
@@ -237,7 +257,19 @@ extern const char *const ss_refresh_names[];       /* by ss_refresh_select */
     X(INT, max_drop, 0, 1, SS_MAX_TOKENS, SS_CLOSED, NULL, "None=0",                                               \
       "keys evicted per step at most, the rest over the following steps (none: unlimited)")                   \
     X(INT, overlap, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "keys kept beyond the budget after an eviction")   \
-    X(INT, heavy, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL, "score policies: evicted tokens kept by score")      \
+    X(INT, heavy, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL,                                                      \
+      "score policies: evicted tokens kept by score, per head (the average, for per-head budgets)")          \
+    X(CHOICE, scorer, SS_SCORER_AUTO, 0, 0, SS_CLOSED, ss_scorer_names, NULL,                                      \
+      "score policies: how candidates are rated (auto: the policy's own)")                                  \
+    X(CHOICE, share, SS_SHARE_HEAD, 0, 0, SS_CLOSED, ss_share_names, NULL,                                         \
+      "score policies: heads that choose heavy keys together (head, layer or the whole model)")             \
+    X(CHOICE, positions, SS_POSITIONS_AUTO, 0, 0, SS_CLOSED, ss_positions_names, NULL,                             \
+      "rotary positions of keys: text, or their place in the cache (auto: cache for window/streaming)")     \
+    X(INT, history, 32, 1, 64, SS_CLOSED, NULL, NULL, "scissorhands: recent queries that vote")                   \
+    X(FLOAT, adakv_floor, 0.2, 0.0, 1.0, SS_CLOSED, NULL, NULL,                                                    \
+      "adakv: share of the per-head budget every head keeps before the layer's pool")                        \
+    X(FLOAT, pyramid_beta, 20.0, 1.0, 3.4028234663852886e38, SS_CLOSED, NULL, NULL,                                \
+      "pyramidkv: the top layer keeps heavy / beta keys per head")                                           \
     X(INT, refresh_budget, 0, 0, SS_MAX_TOKENS, SS_CLOSED, NULL, NULL,                                             \
       "window/streaming: evicted tokens kept as dynamic sinks (0: off)")                                      \
     X(CHOICE, refresh, SS_REFRESH_UNIFORM, 0, 0, SS_CLOSED, ss_refresh_names, NULL,                                \

@@ -46,12 +46,9 @@ ss_status ss_eval_nll(const ss_model *m, ss_state *s, const int32_t *tokens, int
         if (st != SS_OK) break;
         for (int j = 0; j < c; j++) {
             const int64_t t = i + j;
-            if (visible) {
-                const ss_view *v = &s->views[j];
-                visible[t] = s->cache.cfg.policy == SS_CACHE_RECOMPUTE
-                                 ? (int32_t)ss_min64(t + 1, s->cache.cfg.window)
-                                 : ss_view_keys(v);
-            }
+            if (visible)
+                visible[t] = s->cache.cfg.policy == SS_CACHE_RECOMPUTE ? (int32_t)ss_min64(t + 1, s->cache.cfg.window)
+                                                                        : ss_state_row_visible(s, j);
             if (t + 1 < n) nll[t] = nll_of(logits + (size_t)j * V, V, tokens[t + 1]);
         }
         *n_done = i + c;

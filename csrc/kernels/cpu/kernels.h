@@ -108,27 +108,42 @@ void ss_rotary(float *v, int rotary_dim, const float *cos_tab, const float *sin_
  * stay exact at stream positions in the millions. */
 void ss_rotary_table(float *cos_tab, float *sin_tab, int rotary_dim, double base, int64_t pos);
 
-/* A run of cached keys/values of one (layer, head) and the query that
- * attends to it: rows [first, first + n) of k and v ([row][head_dim] each),
- * or the rows listed in `rows`. Runs of one query differ in how the query is
- * rotated (see cache/kv_cache.h) but share one softmax. */
+/* A run of cached keys/values of one (layer, head): rows [first, first + n)
+ * of k and v ([row][head_dim] each), or the rows row_k[j] / row_v[j], and
+ * the query that scores them. The keys of one query come as a few runs
+ * (sinks, heavy set, window, ancestors) that share one softmax; runs differ
+ * in how the query meets the keys' rotations (cache/kv_cache.h). */
 typedef struct {
-    const float *q;
     const float *k, *v;
     int first, n;
-    const int32_t *rows; /* NULL: contiguous rows from `first`             */
-    float *prob;         /* optional: prob[row] += attention probability   */
+    const float *const *row_k; /* NULL: contiguous rows from `first` */
+    const float *const *row_v;
+    const float *q;
+    int by_distance;           /* q is rotated per key by its distance */
 } ss_kv_run;
+
+/* Rotation of the query per key, for runs marked by_distance: the j-th of n
+ * keys (attention order) is n - 1 - j places before the query, and the
+ * query is rotated by that distance (GPT-NeoX rotate-half on its first
+ * rotary_dim dims) before its dot product with the (unrotated) key. cos/sin
+ * hold rotary_dim / 2 values per distance. */
+typedef struct {
+    const float *cos, *sin;
+    int rotary_dim;
+} ss_distance_rotation;
 
 /* Dot product of two f32 vectors. */
 float ss_dot(const float *a, const float *b, int n);
 
-/* out[head_dim] = softmax(q.k * scale over all runs) . v, keys taken in run
- * order (the order fixes the floating-point result: the same keys in the
- * same order give the same bits however they are split into runs). scores
- * needs room for the total number of keys. */
-void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, float scale,
-               float *scores);
+/* probs[j] = softmax over all keys of (q . k_j * scale), keys taken in run
+ * order (the order fixes the floating-point result: the same keys and
+ * queries in the same order give the same bits however they are split into
+ * runs). rot: the per-key rotation of by_distance runs (NULL if none).
+ * Returns the number of keys; probs needs room for all of them. */
+int ss_attention_probs(const ss_kv_run *runs, int n_runs, int head_dim, float scale,
+                       const ss_distance_rotation *rot, float *probs);
+/* out[head_dim] = sum_j probs[j] v_j over the runs' values in order. */
+void ss_attention_values(float *out, const float *probs, const ss_kv_run *runs, int n_runs, int head_dim);
 
 /* Best-of-`repeats` read bandwidth in GB/s over a buffer of `bytes`, all
  * threads streaming disjoint parts (0 on allocation failure). */

@@ -389,7 +389,7 @@ ss_status enqueue_batch(const ss_model *m, const ss_state *s, const DevModel *dm
     const float *d_pc = (const float *)(dp + sg.o_pc), *d_ps = (const float *)(dp + sg.o_ps);
     const int32_t *d_anc = (const int32_t *)(dp + sg.o_anc);
 
-    const CacheGeom g = {kv->n_sink, kv->pinned, kv->ring, kv->slots, c->n_head, hd, c->rotary_dim};
+    const CacheGeom g = {kv->n_sink, kv->n_sink, kv->ring, kv->slots, c->n_head, hd, c->rotary_dim};
     const size_t layer_kv = (size_t)c->n_head * kv->slots * hd;
     const float eps = c->layer_norm_eps;
     const int par = c->parallel_residual;
@@ -566,13 +566,19 @@ extern "C" ss_status ss_cuda_state_init(ss_state *s, ss_error *err) {
     const DevModel *dm = (const DevModel *)s->model->cuda;
     if (!dm) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "the model's weights are not on the GPU");
     const ss_kv_cache *kv = &s->cache;
-    /* Policies that keep evicted tokens (dynamic pinned slots, chosen from
-     * scores on the host) need host-side key moves the GPU does not mirror. */
-    if ((int)kv->cfg.policy > (int)SS_CACHE_RECOMPUTE || kv->pinned != kv->n_sink)
+    /* Policies that keep evicted tokens (heavy sets chosen from scores on
+     * the host) need host-side key moves the GPU does not mirror; sinks are
+     * placed at cache positions (keys rotated at text positions, queries
+     * re-rotated for the sinks). */
+    if ((int)kv->cfg.policy > (int)SS_CACHE_RECOMPUTE || kv->heavy_cap > 0)
         return ss_fail(err, SS_ERR_UNSUPPORTED,
                        "the CUDA backend runs the full, window, streaming and recompute cache policies; this cache "
-                       "(%s policy%s) keeps evicted tokens in pinned slots, which only the CPU backend supports",
-                       ss_cache_policy_names[kv->cfg.policy], kv->pinned != kv->n_sink ? " with refresh tokens" : "");
+                       "(%s policy%s) keeps evicted tokens, which only the CPU backend supports",
+                       ss_cache_policy_names[kv->cfg.policy], kv->heavy_cap > 0 ? " with refresh tokens" : "");
+    if (kv->n_sink > 0 && kv->cfg.positions == SS_POSITIONS_TEXT)
+        return ss_fail(err, SS_ERR_UNSUPPORTED,
+                       "the CUDA backend places sinks at cache positions: CacheConfig.positions='text' runs on the "
+                       "CPU only");
     DevState *ds = (DevState *)calloc(1, sizeof(DevState));
     if (!ds) return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate the GPU state");
     const ss_status st = state_init(s, dm, ds, err);
