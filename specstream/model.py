@@ -347,8 +347,8 @@ def _find_tokenizer(directory: Path) -> object:
     return Tokenizer.from_file(path)
 
 
-def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]:
-    """Memory-maps every tensor of the checkpoint after checking that the
+def _load_weights(directory: Path, config: ModelConfig, mmap_files: bool = True) -> dict[str, np.ndarray]:
+    """Memory-maps (or reads) every tensor of the checkpoint after checking that the
     weights the model uses are floating point (a U16 tensor would otherwise
     pass for bf16 bits, an I64 one fail without naming its file) and that
     each is aligned for its dtype."""
@@ -371,14 +371,14 @@ def _load_weights(directory: Path, config: ModelConfig) -> dict[str, np.ndarray]
                                  f"{', '.join(_WEIGHT_DTYPES)}")
     arrays: dict[str, np.ndarray] = {}
     for file, header in {file: header for file, _info, header in entries.values()}.items():
-        arrays.update(_st.load(file, header=header))
+        arrays.update(_st.load(file, header=header, mmap_file=mmap_files))
     # The format allows any byte offset; the core reads elements through typed
     # pointers, so a tensor misaligned for its dtype gets an aligned copy.
     return {name: a if a.flags.aligned else np.array(a) for name, a in arrays.items()}
 
 
 def load(model_id_or_path: PathLike, dtype: str = "f32", device: str = "cpu", *, revision: Optional[str] = None,
-         download: bool = False) -> Model:
+         download: bool = False, mmap: bool = True) -> Model:
     """Loads a GPT-NeoX model: a Hugging Face directory (config.json +
     model.safetensors, or shards with model.safetensors.index.json), or a
     Hugging Face repo id such as ``"EleutherAI/pythia-160m"`` resolved in the
@@ -398,6 +398,12 @@ def load(model_id_or_path: PathLike, dtype: str = "f32", device: str = "cpu", *,
     loaded as ``model.tokenizer``. ``device="cuda"`` uploads the weights to
     the GPU once (states and generators of the model then run there); it
     raises a RuntimeError saying why when this build or machine cannot.
+
+    ``mmap=False`` reads the weight files into memory instead of mapping
+    them, so that rewriting a checkpoint in place cannot affect a loaded
+    model. With maps (the default), a weights file truncated or rewritten
+    in place after load makes the next call that reads the lost pages raise
+    OSError (instead of the process dying of SIGBUS); load the model again.
     """
     core_dtype = normalize_dtype(dtype)
     if device not in _DEVICES:
@@ -406,7 +412,9 @@ def load(model_id_or_path: PathLike, dtype: str = "f32", device: str = "cpu", *,
         _check_cuda()
     directory = resolve_model_dir(model_id_or_path, revision=revision, download=download)
     config = ModelConfig.from_dir(directory)
-    tensors = _load_weights(directory, config)
+    if not isinstance(mmap, bool):
+        raise TypeError(f"mmap must be a bool, got {mmap!r}")
+    tensors = _load_weights(directory, config, mmap)
     if not config.attention_bias:
         # GPT-NeoX without attention biases: the core always adds a bias.
         for i in range(config.n_layer):

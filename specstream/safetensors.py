@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import weakref
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,7 @@ def read_header(path: PathLike) -> SafetensorsHeader:
     )
 
 
-def load(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, np.ndarray]:
+def load(path: PathLike, header: SafetensorsHeader | None = None, mmap_file: bool = True) -> dict[str, np.ndarray]:
     """Maps a safetensors file and returns its tensors as read-only arrays.
 
     The arrays are zero-copy views into one read-only memory map; they keep
@@ -307,16 +308,31 @@ def load(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, n
     bit patterns (see :func:`bf16_to_f32`). A view may be unaligned for its
     dtype if the file's offsets are; NumPy handles that transparently.
     ``header`` skips re-reading the header when the caller already has it.
+    ``mmap_file=False`` reads the data into memory instead, so that later
+    changes to the file cannot affect the arrays.
+
+    A mapped file that is truncated or rewritten in place while its arrays
+    are in use no longer backs them: reading a page past the file's new end
+    would kill the process with SIGBUS. The core watches the map while it is
+    alive and turns such a fault during a call into OSError (as it happens
+    for the model's weights).
     """
     if header is None:
         header = read_header(path)
     out: dict[str, np.ndarray] = {}
-    if header.file_size > header.data_start:
+    if header.file_size > header.data_start and not mmap_file:
+        with open(path, "rb") as f:
+            data = np.fromfile(f, dtype=np.uint8, count=header.file_size)
+        if len(data) != header.file_size:
+            raise _fail(path, "file changed size after its header was read")
+        data = data[header.data_start :]
+    elif header.file_size > header.data_start:
         with open(path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if len(mm) != header.file_size:
             mm.close()
             raise _fail(path, "file changed size after its header was read")
+        _watch(mm, path)
         # The views keep the map alive through their base (a memoryview of mm).
         data = np.frombuffer(mm, dtype=np.uint8)[header.data_start :]
     else:
@@ -326,6 +342,15 @@ def load(path: PathLike, header: SafetensorsHeader | None = None) -> dict[str, n
         arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def _watch(mm: mmap.mmap, path: PathLike) -> None:
+    """Has the core watch a weights map for as long as it lives."""
+    from . import _core  # the format module itself needs no extension
+
+    address = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+    watch_id = _core.watch_mapping(address, len(mm), str(path))
+    weakref.finalize(mm, _core.unwatch_mapping, watch_id)
 
 
 def release_pages(arr: np.ndarray) -> None:

@@ -230,3 +230,38 @@ def test_greedy_speculation_is_token_identical(salient, models, case, spec):
         np.testing.assert_array_equal(got, want, err_msg=f"seed={seed}")
         checked += 1
     assert checked >= 3, f"only {checked} seeds without near-ties"
+
+
+# ------------------------------------------------------------ bad configs
+
+@pytest.mark.parametrize("fields,words", [
+    (dict(policy="h2o", heavy=-1), ["heavy"]),
+    (dict(policy="h2o", heavy=0), ["heavy", ">= 1"]),
+    (dict(policy="h2o", heavy=4, positions="absolute"), ["positions", "text", "cache"]),
+    (dict(policy="h2o", heavy=4, share="group"), ["share"]),
+    (dict(policy="adakv", heavy=4, share="layer"), ["adakv", "share", "head"]),
+    (dict(policy="headaware", heavy=4, share="model"), ["headaware", "share"]),
+    (dict(policy="pyramidkv", heavy=4, share="model"), ["pyramidkv", "model"]),
+    (dict(policy="h2o", heavy=4, scorer="keynorm"), ["own scorer", "scorer"]),
+    (dict(policy="streaming", scorer="h2o"), ["scorer", "score policies"]),
+    (dict(policy="streaming", share="layer"), ["share", "score policies"]),
+    (dict(policy="scissorhands", heavy=4, history=65), ["history"]),
+    (dict(policy="adakv", heavy=4, adakv_floor=1.5), ["adakv_floor"]),
+    (dict(policy="pyramidkv", heavy=4, pyramid_beta=0.5), ["pyramid_beta"]),
+    (dict(policy="h2o", heavy=4, n_sink=8, window=4), ["window", "n_sink"]),
+])
+def test_bad_configs_name_the_field(fields, words):
+    with pytest.raises(ValueError) as e:
+        CacheConfig(**fields)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_scorer_of_an_allocator_is_an_ablation(salient):
+    """adakv with the h2o scorer is a different policy from adakv (snapkv)."""
+    model, _ = salient["parallel"]
+    ids = token_ids(40, model.vocab_size, seed=5)
+    base = dict(policy="adakv", n_sink=2, window=6, heavy=3)
+    a = model.forward(ids, cache=CacheConfig(**base), chunk=1)
+    b = model.forward(ids, cache=CacheConfig(**base, scorer="h2o"), chunk=1)
+    assert not np.allclose(a, b)

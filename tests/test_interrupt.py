@@ -205,3 +205,52 @@ def test_ctrl_c_ends_a_script_in_a_long_evaluation(model_dir):
     assert "KeyboardInterrupt: perplexity interrupted after" in err, err[-2000:]
     # The interpreter's exit (module teardown) comes on top of the latency.
     assert waited < 3.0, f"the script ran {waited:.2f} s after SIGINT"
+
+
+_STRESS = """
+import os, random, signal, sys, threading, time
+import numpy as np
+import specstream
+from specstream import CacheConfig
+
+m = specstream.load(sys.argv[1])
+cache = CacheConfig(policy="streaming", n_sink=4, window=32)
+ids = np.random.default_rng(0).integers(0, 1000, 200_000).astype(np.int32)
+rng = random.Random(int(sys.argv[2]))
+lost = late = 0
+for it in range(int(sys.argv[3])):
+    calls = [lambda: m.generate(ids[:20], 10**6, cache=cache, speculative=None),
+             lambda: specstream.eval.perplexity(m, ids, cache=cache),
+             lambda: m.forward(ids, cache=cache, chunk=64),
+             lambda: [None for _ in m.stream(ids[:20], 10**7, cache=cache, speculative=None)]]
+    for k, call in enumerate(calls):
+        timer = None
+        t0 = time.perf_counter()
+        try:
+            timer = threading.Timer(rng.uniform(0.001, 0.05), os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            call()
+            lost += 1  # ran to its end: minutes, the SIGINT was lost
+        except KeyboardInterrupt:
+            if time.perf_counter() - t0 > 2.0:
+                late += 1
+        try:
+            while timer is not None and timer.is_alive():
+                time.sleep(0.005)
+        except KeyboardInterrupt:  # a SIGINT sent before the call began: not the engine's
+            pass
+print(lost, late)
+"""
+
+
+def test_ctrl_c_is_never_lost_between_calls(model_dir):
+    """Stress: interrupted generate / perplexity / forward / stream calls back
+    to back, each SIGINT at a random moment of its call (its Python set-up,
+    the C call, between stream steps). Every call must end with
+    KeyboardInterrupt within 2 s; a lost SIGINT would let it run for
+    minutes (the child is killed after 300 s)."""
+    out = subprocess.run([sys.executable, "-c", _STRESS, str(model_dir), "1", "25"], capture_output=True,
+                         text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lost, late = map(int, out.stdout.split())
+    assert (lost, late) == (0, 0), f"{lost} SIGINTs lost, {late} late in 100 interrupted calls"

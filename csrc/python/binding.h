@@ -38,6 +38,11 @@ int ss_sigint_disarm(ss_sigint_guard *g);
  * check, as for a Ctrl-C just after the call. */
 int ss_sigint_end(ss_sigint_guard *g, ss_status st);
 
+/* Raises OSError (-1) when a watched weights map lost its file (a model
+ * file truncated after load; py_mapped.c); call after every call into the
+ * core that reads weights. */
+int ss_py_check_mapped(void);
+
 /* A dict of configuration values into a C struct of that kind (defaults
  * for missing keys), checked by the core; -1 with an exception set. Arrays
  * the struct borrows (IDS fields) are appended to keep. py_config.c. */
@@ -48,5 +53,6 @@ int ss_py_add_config(PyObject *module);
 int ss_py_add_model(PyObject *module);
 int ss_py_add_tokenizer(PyObject *module);
 int ss_py_add_kernels(PyObject *module); /* py_kernels.c: kernel access for tests */
+int ss_py_add_mapped(PyObject *module);  /* py_mapped.c: weights maps whose files change */
 
 #endif

@@ -211,7 +211,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (sigint_init() < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    if (ss_py_add_config(m) < 0 || ss_py_add_model(m) < 0 || ss_py_add_tokenizer(m) < 0 || ss_py_add_kernels(m) < 0) {
+    if (ss_py_add_config(m) < 0 || ss_py_add_model(m) < 0 || ss_py_add_tokenizer(m) < 0 || ss_py_add_kernels(m) < 0 ||
+        ss_py_add_mapped(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -139,9 +139,10 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     st = ss_model_create(&c, &w, dtype, &model, &err);
     Py_END_ALLOW_THREADS
     PyMem_Free(layers);
-    if (st != SS_OK) {
+    if (st != SS_OK || ss_py_check_mapped() < 0) {
         Py_DECREF(keep);
-        ss_py_raise(st, &err);
+        if (st != SS_OK) ss_py_raise(st, &err);
+        else ss_model_free(model);
         return -1;
     }
     self->model = model;
@@ -210,7 +211,7 @@ static PyObject *Model_forward(ModelObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     Py_DECREF(ids);
     Py_DECREF(keep);
-    if (ss_sigint_end(&sigint, st) < 0) {
+    if (ss_sigint_end(&sigint, st) < 0 || ss_py_check_mapped() < 0) {
         Py_DECREF(out);
         return NULL;
     }
@@ -263,6 +264,7 @@ static PyObject *Model_forward_tree(ModelObject *self, PyObject *args) {
                              PyArray_DATA(logits), PyArray_DATA(hidden), (int)n, &err);
     ss_state_free(state);
     Py_END_ALLOW_THREADS
+    if (ss_py_check_mapped() < 0) goto done;
     if (st != SS_OK) {
         ss_py_raise(st, &err);
         goto done;
@@ -351,8 +353,8 @@ static PyObject *Model_eval_nll(ModelObject *self, PyObject *args) {
         }
     }
     ss_state_free(state);
-    if (st != SS_OK || !events) {
-        Py_DECREF(nll); Py_DECREF(vis);
+    if (st != SS_OK || !events || ss_py_check_mapped() < 0) {
+        Py_DECREF(nll); Py_DECREF(vis); Py_XDECREF(events);
         return st != SS_OK ? ss_py_raise(st, &err) : NULL;
     }
     return Py_BuildValue("(NNNddnLO)", nll, vis, events, first_s, rest_s, (Py_ssize_t)cache_bytes, (long long)done,
@@ -373,6 +375,7 @@ static PyObject *Model_to_device(ModelObject *self, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS
     st = ss_model_set_device(self->model, (int)device, &err);
     Py_END_ALLOW_THREADS
+    if (ss_py_check_mapped() < 0) return NULL;
     if (st != SS_OK) return ss_py_raise(st, &err);
     Py_RETURN_NONE;
 }
@@ -521,9 +524,9 @@ static PyObject *Medusa_logits(MedusaObject *self, PyObject *arg) {
     }
     Py_DECREF(h);
     if (!out) return NULL;
-    if (st != SS_OK) {
+    if (st != SS_OK || ss_py_check_mapped() < 0) {
         Py_DECREF(out);
-        return ss_py_raise(st, &err);
+        return st != SS_OK ? ss_py_raise(st, &err) : NULL;
     }
     return (PyObject *)out;
 }
@@ -647,8 +650,9 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kwds)
     Py_DECREF(prompt);
     Py_DECREF(stops);
     Py_DECREF(keep);
-    if (st != SS_OK) {
-        ss_py_raise(st, &err);
+    if (st != SS_OK || ss_py_check_mapped() < 0) {
+        if (st != SS_OK) ss_py_raise(st, &err);
+        else ss_generator_free(gen);
         return -1;
     }
     /* Checked here, with the GIL held until the swap: a step may have begun
@@ -695,7 +699,7 @@ static PyObject *Generator_step(GeneratorObject *self, PyObject *arg) {
     /* A cancelled step drops the tokens it had produced (none for a step of
      * one token, which is what TokenStream takes); the generator goes on
      * after them. */
-    if (ss_sigint_end(&sigint, st) < 0) goto done;
+    if (ss_sigint_end(&sigint, st) < 0 || ss_py_check_mapped() < 0) goto done;
     if (st != SS_OK) {
         ss_py_raise(st, &err);
         goto done;
