@@ -21,7 +21,7 @@ from . import _core  # noqa: E402
 from .config import ModelConfig
 from .generation import CacheConfig, GenerationResult, GenerationStats, SpeculativeConfig
 from . import eval
-from .defaults import default_text, load_default
+from .defaults import default_text, load_default, load_default_medusa
 from .model import Model, TokenStream, load
 from .medusa import MedusaHeads, load_medusa
 from .tokenizer import Tokenizer
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "load",
     "load_default",
+    "load_default_medusa",
     "default_text",
     "Model",
     "Tokenizer",

@@ -6,6 +6,8 @@ The package ships a small GPT-NeoX pair trained for this project (see
 - ``default_models/target``: 6 layers, d_model 256, ~8.9M parameters;
 - ``default_models/draft``: 2 layers, d_model 128, ~2.5M parameters, distilled
   from the target;
+- ``default_models/medusa/heads.safetensors``: three Medusa heads for the
+  target, trained with it frozen (``scripts/train_medusa.py``);
 
 both with the same 8192-entry byte-level BPE tokenizer (GPT-NeoX family), and
 the two held-out texts they were evaluated on (never trained on):
@@ -17,19 +19,23 @@ the two held-out texts they were evaluated on (never trained on):
 
     target, draft, tok = specstream.load_default()
     ids = tok.encode(specstream.defaults.default_text("pg2554")[:2000])
+    heads = specstream.defaults.load_default_medusa(target)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from .model import Model, load
 
-__all__ = ["load_default", "default_text", "default_text_path", "default_model_dir", "BUNDLED_TEXTS",
-           "DEFAULT_MODELS"]
+if TYPE_CHECKING:
+    from .medusa import MedusaHeads
+
+__all__ = ["load_default", "load_default_medusa", "default_text", "default_text_path", "default_model_dir",
+           "default_medusa_path", "BUNDLED_TEXTS", "DEFAULT_MODELS"]
 
 _PKG = Path(__file__).resolve().parent
 _MODELS_DIR = _PKG / "default_models"
@@ -149,3 +155,57 @@ def load_default(dtype: str = "f32", tokenizer: bool = True) -> tuple[Model, Mod
             if getattr(m, "tokenizer", None) is None:
                 m.tokenizer = tok
     return target, draft, tok
+
+
+def default_medusa_path() -> Path:
+    """Path of the Medusa heads shipped for the bundled target."""
+    path = _MODELS_DIR / "medusa" / "heads.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the bundled Medusa heads are missing (is the package data installed? "
+            "re-create them with scripts/train_medusa.py)")
+    return path
+
+
+def load_default_medusa(target: Optional[Model] = None) -> "MedusaHeads":
+    """Loads the Medusa heads shipped for the bundled target (three heads;
+    head i proposes the token i + 2 places after the last verified one).
+
+    ``target`` is the bundled target as loaded by :func:`load_default` (any
+    dtype); when None it is loaded (f32). The heads are bound to that target
+    object: pass it as ``draft`` to that model's ``generate`` with
+    ``SpeculativeConfig(method="medusa", k=heads.n_heads, ...)``::
+
+        target, _, tok = specstream.load_default()
+        heads = specstream.defaults.load_default_medusa(target)
+        out = target.generate(ids, 64, draft=heads,
+                              speculative=SpeculativeConfig(method="medusa", k=3, branch=1, max_nodes=3))
+
+    On this tiny target Medusa does not pay for itself on a CPU (see
+    benchmarks/results/train_medusa.json): the heads are for tests and
+    experiments on the method.
+    """
+    from .medusa import load_medusa
+
+    path = default_medusa_path()
+    if target is None:
+        target = load(default_model_dir("target"))
+    elif not isinstance(target, Model):
+        raise TypeError(f"target must be a specstream Model (the bundled target), got {type(target).__name__}")
+    elif target.path is not None and Path(target.path).resolve() != default_model_dir("target").resolve():
+        _check_same_weights(path, Path(target.path))
+    return load_medusa(path, target)
+
+
+def _check_same_weights(heads_path: Path, target_dir: Path) -> None:
+    """The heads record the digest of the target weights they were trained
+    on; a model loaded from elsewhere must have the same weights file."""
+    import hashlib
+
+    from . import safetensors as _st
+
+    want = _st.read_header(heads_path).metadata.get("target_model_sha256")
+    weights = target_dir / "model.safetensors"
+    if want and weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() != want:
+        raise ValueError(f"{target_dir} is not the bundled target (its model.safetensors differs from the one "
+                         f"the default Medusa heads were trained for)")
