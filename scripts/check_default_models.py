@@ -408,6 +408,9 @@ def cmd_cards(args) -> None:
     for name in ("target", "draft"):
         for f in SHIPPED_FILES:
             sums.append(f"{sha256(MODELS / name / f)}  {name}/{f}")
+    heads = MODELS / "medusa" / "heads.safetensors"  # scripts/train_medusa.py
+    if heads.exists():
+        sums.append(f"{sha256(heads)}  medusa/heads.safetensors")
     (MODELS / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     log("cards and SHA256SUMS written")
     print((MODELS / "SHA256SUMS").read_text())
