@@ -74,6 +74,14 @@ int ss_policy_pool_rows(const ss_cache_config *cfg, int n_layer, int n_head, int
 
 /* ------------------------------------------------------------ state */
 
+/* A candidate in a ranking: best first by score, then the larger position
+ * (the older key goes first), then the lower head. */
+typedef struct {
+    float score;
+    int32_t head, index;
+    int64_t pos;
+} ranked;
+
 typedef struct {
     const ss_scorer *scorer;
     ss_share share;
@@ -107,6 +115,7 @@ typedef struct {
     ss_heavy *cand, *kept;     /* [head][cand_cap]                                */
     float *cand_score, *pooled;/* [head][cand_cap]                                */
     uint8_t *taken;            /* [head][cand_cap]                                */
+    ranked *rank;              /* [head][cand_cap]                                */
     int32_t *n_cand, *n_kept;  /* [head]                                          */
     int32_t *free_rows;        /* pool rows free for new keys                     */
     /* model share and refresh: one set of positions for every head */
@@ -190,13 +199,14 @@ ss_status ss_policy_init(ss_kv_cache *c, int max_rows, ss_error *err) {
         ps->cand_score = ss_alloc(H * n, sizeof(float));
         ps->pooled = ss_alloc(H * n, sizeof(float));
         ps->taken = ss_alloc(H * n, 1);
+        ps->rank = ss_alloc(H * n, sizeof(ranked));
         ps->n_cand = ss_alloc(H, sizeof(int32_t));
         ps->n_kept = ss_alloc(H, sizeof(int32_t));
         ps->free_rows = ss_alloc((size_t)c->pool_offset[c->n_layer] + 1, sizeof(int32_t));
         ps->shared_pos = ss_alloc(n, sizeof(int64_t));
         ps->shared_work = ss_alloc(2 * n, sizeof(int64_t));
         ps->shared_score = ss_alloc(2 * n, sizeof(float));
-        ok = ps->cand && ps->kept && ps->cand_score && ps->pooled && ps->taken && ps->n_cand && ps->n_kept &&
+        ok = ps->cand && ps->kept && ps->cand_score && ps->pooled && ps->taken && ps->rank && ps->n_cand && ps->n_kept &&
              ps->free_rows && ps->shared_pos && ps->shared_work && ps->shared_score;
     }
     if (!ok) {
@@ -212,7 +222,7 @@ void ss_policy_release(ss_kv_cache *c) {
     if (!ps) return;
     void *bufs[] = {ps->states, ps->values, ps->bits, ps->loc_offset, ps->budget, ps->outside, ps->row_heavy,
                     ps->row_n, ps->row_p, ps->row_inv_n, ps->row_outside, ps->row_pos, ps->row_evicted, ps->path_chain, ps->path_pos, (void *)ps->path_p, ps->path_inv_n, ps->cand,
-                    ps->kept, ps->cand_score, ps->pooled, ps->taken, ps->n_cand, ps->n_kept, ps->free_rows,
+                    ps->kept, ps->cand_score, ps->pooled, ps->taken, ps->rank, ps->n_cand, ps->n_kept, ps->free_rows,
                     ps->shared_pos, ps->shared_work, ps->shared_score};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ss_free(bufs[i]);
     free(ps);
@@ -285,21 +295,35 @@ static void finish_scores(float *score, int n, int pool_radius, float *scratch) 
     memcpy(score, scratch, (size_t)n * sizeof(float));
 }
 
-/* The best m of n candidates by (finished) score, ties keeping the larger
- * position. Writes the kept ones, in position order, to out; returns how
- * many. */
-static int keep_best(const ss_heavy *cand, const float *score, int n, int m, ss_heavy *out) {
-    int kept = 0;
-    for (int i = 0; i < n; i++) {
-        int better = 0; /* candidates that beat i */
-        for (int j = 0; j < n && better < m; j++)
-            if (score[j] > score[i] || (score[j] == score[i] && cand[j].pos > cand[i].pos)) better++;
-        if (better < m) out[kept++] = cand[i];
+static int by_rank(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->pos != y->pos) return x->pos > y->pos ? -1 : 1;
+    return (x->head > y->head) - (x->head < y->head);
+}
+
+/* The best m of n candidates by (finished) score. Writes the kept ones, in
+ * position order, to out; returns how many. rank/taken: room for n. */
+static int keep_best(const ss_heavy *cand, const float *score, int n, int m, ss_heavy *out, ranked *rank,
+                     uint8_t *taken) {
+    if (n <= 0) return 0;
+    if (n <= m) {
+        memcpy(out, cand, (size_t)n * sizeof *out);
+        return n;
     }
+    for (int i = 0; i < n; i++) rank[i] = (ranked){score[i], 0, i, cand[i].pos};
+    qsort(rank, (size_t)n, sizeof *rank, by_rank);
+    for (int i = 0; i < n; i++) taken[i] = 0;
+    for (int i = 0; i < m; i++) taken[rank[i].index] = 1;
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (taken[i]) out[kept++] = cand[i];
     return kept;
 }
 
 static ss_heavy *cand_of(policy_state *ps, int h) { return ps->cand + (size_t)h * ps->cand_cap; }
+static ranked *rank_of(policy_state *ps, int h) { return ps->rank + (size_t)h * ps->cand_cap; }
+static uint8_t *taken_of(policy_state *ps, int h) { return ps->taken + (size_t)h * ps->cand_cap; }
 static ss_heavy *kept_of(policy_state *ps, int h) { return ps->kept + (size_t)h * ps->cand_cap; }
 static float *score_of(policy_state *ps, int h) { return ps->cand_score + (size_t)h * ps->cand_cap; }
 
@@ -311,7 +335,8 @@ static void select_head(ss_kv_cache *c, int layer, int h) {
     policy_state *ps = state_of(c);
     finish_head(ps, h);
     ps->n_kept[h] = keep_best(cand_of(ps, h), score_of(ps, h), ps->n_cand[h],
-                              ps->budget[(size_t)layer * c->n_head + h], kept_of(ps, h));
+                              ps->budget[(size_t)layer * c->n_head + h], kept_of(ps, h), rank_of(ps, h),
+                              taken_of(ps, h));
 }
 
 /* AdaKV: each head keeps its floor best, the rest of the layer's budget
@@ -323,38 +348,26 @@ static void select_adakv(ss_kv_cache *c, int layer) {
     int total = 0, used = 0;
     for (int h = 0; h < H; h++) total += ps->budget[(size_t)layer * H + h];
     for (int h = 0; h < H; h++) {
-        const ss_heavy *cand = cand_of(ps, h);
-        float *score = score_of(ps, h);
-        uint8_t *taken = ps->taken + (size_t)h * ps->cand_cap;
         finish_head(ps, h);
-        for (int i = 0; i < ps->n_cand[h]; i++) {
-            int better = 0;
-            for (int j = 0; j < ps->n_cand[h] && better < floor_keep; j++)
-                if (score[j] > score[i] || (score[j] == score[i] && cand[j].pos > cand[i].pos)) better++;
-            taken[i] = better < floor_keep;
-            used += taken[i];
-        }
+        const int n = ps->n_cand[h];
+        ss_heavy *floor_set = kept_of(ps, h); /* scratch: which candidates the floor keeps */
+        uint8_t *taken = taken_of(ps, h);
+        const int got = keep_best(cand_of(ps, h), score_of(ps, h), n, floor_keep, floor_set, rank_of(ps, h), taken);
+        if (n <= floor_keep) memset(taken, 1, (size_t)n);
+        used += got;
     }
-    for (; used < total; used++) {
-        int bh = -1, bi = -1;
-        for (int h = 0; h < H; h++) {
-            const ss_heavy *cand = cand_of(ps, h);
-            const float *score = score_of(ps, h);
-            const uint8_t *taken = ps->taken + (size_t)h * ps->cand_cap;
-            for (int i = 0; i < ps->n_cand[h]; i++) {
-                if (taken[i]) continue;
-                if (bh >= 0) {
-                    const float bs = score_of(ps, bh)[bi];
-                    if (!(score[i] > bs || (score[i] == bs && cand[i].pos > cand_of(ps, bh)[bi].pos))) continue;
-                }
-                bh = h, bi = i;
-            }
-        }
-        if (bh < 0) break;
-        ps->taken[(size_t)bh * ps->cand_cap + bi] = 1;
-    }
+    /* the rest of the layer's slots: the best candidates left, over all heads */
+    ranked *rank = rank_of(ps, 0);
+    int n_rest = 0;
     for (int h = 0; h < H; h++) {
-        const uint8_t *taken = ps->taken + (size_t)h * ps->cand_cap;
+        const uint8_t *taken = taken_of(ps, h);
+        for (int i = 0; i < ps->n_cand[h]; i++)
+            if (!taken[i]) rank[n_rest++] = (ranked){score_of(ps, h)[i], h, i, cand_of(ps, h)[i].pos};
+    }
+    qsort(rank, (size_t)n_rest, sizeof *rank, by_rank);
+    for (int r = 0; r < n_rest && used < total; r++, used++) taken_of(ps, rank[r].head)[rank[r].index] = 1;
+    for (int h = 0; h < H; h++) {
+        const uint8_t *taken = taken_of(ps, h);
         ps->n_kept[h] = 0;
         for (int i = 0; i < ps->n_cand[h]; i++)
             if (taken[i]) kept_of(ps, h)[ps->n_kept[h]++] = cand_of(ps, h)[i];
@@ -370,7 +383,8 @@ static void select_layer_shared(ss_kv_cache *c, int layer) {
     for (int h = 1; h < H; h++)
         for (int i = 0; i < n; i++) sum[i] += score_of(ps, h)[i];
     finish_head(ps, 0);
-    ps->n_kept[0] = keep_best(cand_of(ps, 0), sum, n, ps->budget[(size_t)layer * H], kept_of(ps, 0));
+    ps->n_kept[0] = keep_best(cand_of(ps, 0), sum, n, ps->budget[(size_t)layer * H], kept_of(ps, 0), rank_of(ps, 0),
+                              taken_of(ps, 0));
     for (int h = 1; h < H; h++) {
         const ss_heavy *cand = cand_of(ps, h);
         int k = 0;
@@ -650,7 +664,7 @@ static int shared_positions(ss_kv_cache *c, int64_t first, int dropped) {
             for (int i = 0; i < n; i++) sum[i] += score_of(ps, h)[i];
     }
     finish_scores(sum, n, ps->scorer->pool_radius, ps->pooled);
-    const int kept = keep_best(cand_of(ps, 0), sum, n, c->heavy_cap, kept_of(ps, 0));
+    const int kept = keep_best(cand_of(ps, 0), sum, n, c->heavy_cap, kept_of(ps, 0), rank_of(ps, 0), taken_of(ps, 0));
     for (int i = 0; i < kept; i++) ps->shared_pos[i] = kept_of(ps, 0)[i].pos;
     return kept;
 }
