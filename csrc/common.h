@@ -24,7 +24,7 @@ void ss_free(void *p);
  * SS_SCRATCH_SLOTS - 1) with room for at least `bytes`, 64-byte aligned,
  * grown on demand, kept for later calls and freed when the thread exits
  * (short-lived Python threads must not leak it). NULL on failure. */
-enum { SS_SCRATCH_SLOTS = 4, SS_SCRATCH_GEMM_PACK = 0, SS_SCRATCH_BF16_SPLIT = 1 };
+enum { SS_SCRATCH_SLOTS = 4, SS_SCRATCH_GEMM_PACK = 0, SS_SCRATCH_PACK_X = 1, SS_SCRATCH_TILES = 2 };
 void *ss_thread_scratch(int slot, size_t bytes);
 
 /* Monotonic clock in seconds. */
