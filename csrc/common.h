@@ -18,6 +18,9 @@ ss_status ss_fail(ss_error *err, ss_status status, const char *fmt, ...)
  * untouched parts cost no resident memory. NULL on overflow or failure. Kernels
  * use unaligned loads, so no alignment beyond malloc's is assumed. */
 void *ss_alloc(size_t count, size_t size);
+/* Zero-filled and 64-byte aligned (a cache line: what the AMX kernels load
+ * whole), for weight matrices the model stores itself; freed by ss_free. */
+void *ss_alloc_aligned(size_t bytes);
 void ss_free(void *p);
 
 /* Scratch memory owned by the calling thread: buffer `slot` (0 to

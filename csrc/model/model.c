@@ -51,7 +51,7 @@ static ss_status take_matrix(ss_model *m, const ss_tensor *t, int64_t rows, int6
     }
     const ss_format *f = ss_format_of(m->wtype);
     const size_t bytes = f->bytes(rows, cols);
-    void *dst = ss_alloc(bytes, 1);
+    void *dst = ss_alloc_aligned(bytes);
     if (!track(m, dst) || f->pack(dst, t->data, t->dtype, rows, cols) != 0)
         return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes to store %s as %s", bytes, name, f->name);
     *out = dst;

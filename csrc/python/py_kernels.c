@@ -230,20 +230,49 @@ static PyObject *py_weight_formats(PyObject *self, PyObject *args) {
     return out;
 }
 
-static PyObject *py_peak_gflops(PyObject *self, PyObject *args) {
+/* peak_gflops(seconds, repeats, level=None): None -> the AVX2 rate (or the
+ * portable one when capped to scalar) */
+static PyObject *py_peak_gflops(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
+    static char *kwlist[] = {"seconds", "repeats", "level", NULL};
     double seconds;
-    int repeats;
-    if (!PyArg_ParseTuple(args, "di", &seconds, &repeats)) return NULL;
+    int repeats, level;
+    const char *level_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "di|z", kwlist, &seconds, &repeats, &level_name) ||
+        kernel_level(level_name, &level) < 0)
+        return NULL;
     if (!(seconds > 0.0) || seconds > 600.0 || repeats < 1) {
         PyErr_SetString(PyExc_ValueError, "peak_gflops needs 0 < seconds <= 600 and repeats >= 1");
         return NULL;
     }
     double g;
     Py_BEGIN_ALLOW_THREADS
-    g = ss_peak_gflops(seconds, repeats);
+    g = level < 0 ? ss_peak_gflops(seconds, repeats) : ss_peak_gflops_at(level, seconds, repeats);
     Py_END_ALLOW_THREADS
     return PyFloat_FromDouble(g);
+}
+
+/* read_bandwidth(bytes, repeats, level=None) -> GB/s, best run */
+static PyObject *py_read_bandwidth(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    static char *kwlist[] = {"bytes", "repeats", "level", NULL};
+    Py_ssize_t bytes;
+    int repeats, level;
+    const char *level_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ni|z", kwlist, &bytes, &repeats, &level_name) ||
+        kernel_level(level_name, &level) < 0)
+        return NULL;
+    if (bytes < (1 << 20) || repeats < 1) {
+        PyErr_SetString(PyExc_ValueError, "read_bandwidth needs bytes >= 1 MiB and repeats >= 1");
+        return NULL;
+    }
+    double gbs, checksum = 0.0;
+    Py_BEGIN_ALLOW_THREADS
+    gbs = level < 0 ? ss_read_bandwidth((size_t)bytes, repeats, &checksum)
+                    : ss_read_bandwidth_at(level, (size_t)bytes, repeats, &checksum);
+    Py_END_ALLOW_THREADS
+    if (gbs <= 0.0) return PyErr_NoMemory();
+    return PyFloat_FromDouble(gbs);
 }
 
 static PyObject *py_matmul_path(PyObject *self, PyObject *args) {
@@ -280,7 +309,10 @@ static PyMethodDef kernel_methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS, "dequantize(packed, format, m, k) -> f32 [m,k] it stands for"},
     {"layout", py_layout, METH_VARARGS, "layout(format, m, k) -> byte offsets of a quantized matrix's parts"},
     {"weight_formats", py_weight_formats, METH_NOARGS, "the weight-format table: name, aliases, bits, ..."},
-    {"peak_gflops", py_peak_gflops, METH_VARARGS, "peak_gflops(seconds, repeats) -> f32 FMA GFLOP/s (best run)"},
+    {"peak_gflops", (PyCFunction)(void (*)(void))py_peak_gflops, METH_VARARGS | METH_KEYWORDS,
+     "peak_gflops(seconds, repeats, level=None) -> f32 FMA GFLOP/s (best run; None: 8-lane AVX2)"},
+    {"read_bandwidth", (PyCFunction)(void (*)(void))py_read_bandwidth, METH_VARARGS | METH_KEYWORDS,
+     "read_bandwidth(bytes, repeats, level=None) -> GB/s (best run; None: the level in use)"},
     {"matmul_path", py_matmul_path, METH_VARARGS,
      "matmul_path(wtype, n, level=None) -> kernels used for that batch size"},
     {"simd_levels", py_simd_levels, METH_NOARGS, "names of the kernel levels this CPU can run, lowest first"},

@@ -23,11 +23,14 @@
  * one-token products: a tile's columns (tokens) and rows never mix.
  *
  * Tiles: TMM0-3 hold C, TMM4-5 the A tiles, TMM6-7 the hi and lo B tiles.
- * Up to 16 tokens, a block is 64 rows (4 C tiles sharing each B load); with
- * more, 32 rows x 32 tokens (2 x 2 C tiles). bf16 A tiles load straight
- * from the row-major matrix (stride k * 2 bytes); int8 and int4 tiles, and
- * partial ones (the last rows or columns), are converted into a per-thread
- * buffer first. The activations are packed into B tiles once per call, for
+ * A block is 32 rows (two A tiles) x one tile of up to 16 tokens, or x two
+ * tiles of 16 (2 x 2 C tiles). bf16 A tiles load straight
+ * from the row-major matrix (stride k * 2 bytes) when its rows are whole
+ * cache lines; int8, int4 and misaligned bf16 tiles are converted to bf16
+ * a cache line of each row at a time into a small per-thread buffer; with
+ * more than 32 tokens (the
+ * block's tiles loaded once per 32 tokens) a block is converted once into
+ * a buffer that stays in L2. The activations are packed into B tiles once per call, for
  * at most GROUP_TOKENS tokens at a time so that they stay in L2. */
 #include <stdlib.h>
 #include <string.h>
@@ -55,28 +58,31 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-SS_AMX static void configure_tiles(void) {
+/* A tiles 32 bf16 wide; B and C tiles `width` tokens wide (4 bytes each),
+ * so that a batch of fewer than 16 tokens loads and multiplies no padding. */
+SS_AMX static void configure_tiles(int width) {
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) {
         cfg.rows[t] = TILE;
-        cfg.colsb[t] = 64;
+        cfg.colsb[t] = (uint16_t)(t == 4 || t == 5 ? 64 : 4 * width);
     }
     MEMORY_BARRIER();
     _tile_loadconfig(&cfg);
 }
 
-/* Packs tokens [t0, t0 + tiles * 16) of x (rows past n are zeros) as hi/lo
- * B tiles: dst[tile][step][hi, lo][16 pairs][16 tokens] of 32-bit pairs. */
-SS_AMX static void pack_activations(uint32_t *dst, const float *x, int n, int k, int t0, int tiles) {
+/* Packs tokens [t0, t0 + tiles * width) of x (rows past n are zeros) as
+ * hi/lo B tiles: dst[tile][step][hi, lo][16 column pairs][width tokens]. */
+SS_AMX static void pack_activations(uint32_t *dst, const float *x, int n, int k, int t0, int tiles, int width) {
     const int steps = (k + KSTEP - 1) / KSTEP;
+    const size_t tile_words = (size_t)TILE * width;
     for (int tt = 0; tt < tiles; tt++) {
-        for (int t = 0; t < TILE; t++) {
-            const int token = t0 + tt * TILE + t;
+        for (int t = 0; t < width; t++) {
+            const int token = t0 + tt * width + t;
             const float *xt = token < n ? x + (size_t)token * k : x; /* past n: read nothing */
             for (int s = 0; s < steps; s++) {
-                uint32_t *hi = dst + ((size_t)(tt * steps + s) * 2) * (TILE_BYTES / 4), *lo = hi + TILE_BYTES / 4;
+                uint32_t *hi = dst + (size_t)(tt * steps + s) * 2 * tile_words, *lo = hi + tile_words;
                 uint32_t hv[16], lv[16];
                 for (int half = 0; half < 2; half++) {
                     const int c = s * KSTEP + 16 * half;
@@ -88,8 +94,8 @@ SS_AMX static void pack_activations(uint32_t *dst, const float *x, int n, int k,
                     _mm256_storeu_si256((__m256i *)(lv + 8 * half), (__m256i)l);
                 }
                 for (int pair = 0; pair < TILE; pair++) {
-                    hi[pair * TILE + t] = hv[pair];
-                    lo[pair * TILE + t] = lv[pair];
+                    hi[pair * width + t] = hv[pair];
+                    lo[pair * width + t] = lv[pair];
                 }
             }
         }
@@ -114,38 +120,75 @@ SS_AMX __attribute__((always_inline)) static inline __m512i weights_bf16(const s
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* Where the A tile of rows [j, j + 16) at column c comes from: straight
- * from the matrix (bf16, whole tile) or converted into buf. Returns the
- * address; *stride receives the row stride in bytes. */
-SS_AMX __attribute__((always_inline)) static inline const void *a_tile(const ss_product *p, const ss_dtype wt,
-                                                                        int j, int c, uint16_t *buf,
-                                                                        long *stride) {
-    const int k = p->k, rows = p->m - j < TILE ? p->m - j : TILE, cols = k - c < KSTEP ? k - c : KSTEP;
+/* How a block's A tiles (32 rows) are found, step after step. */
+typedef enum {
+    A_DIRECT,    /* straight from a bf16 matrix whose rows are whole cache lines */
+    A_CONVERTED, /* converted to bf16 a cache line of each row at a time, into
+                    a small buffer in L1 */
+    A_BLOCK      /* converted once per block into a buffer in L2, for blocks
+                    that several token passes load again */
+} a_mode;
+
+/* Steps whose weights fill one cache line of a row: converting them
+ * together reads each line once (the 32 rows of a block, a multiple of 2 or
+ * 4 KB apart, share L1 sets and evict each other between steps). */
+static inline int line_steps(ss_dtype wt) { return wt == SS_I4 ? 4 : wt == SS_I8 ? 2 : 1; }
+
+/* Steps [s0, s0 + count) of rows [j, j + 32) as bf16 tiles at dst: step s's
+ * two tiles at dst + (s - s0) * 1024 values (rows past m and columns past k
+ * are zeros). */
+SS_AMX __attribute__((always_inline)) static inline void convert_steps(const ss_product *p, const ss_dtype wt, int j,
+                                                                        int s0, int count, uint16_t *dst) {
+    const int k = p->k;
     const size_t row_bytes = ss_row_bytes(wt, k);
-    if (wt == SS_BF16 && rows == TILE && cols == KSTEP) {
-        *stride = (long)row_bytes;
-        return (const uint16_t *)p->w + (size_t)j * k + c;
-    }
-    for (int r = 0; r < TILE; r++) {
-        __m512i v = _mm512_setzero_si512();
-        if (r < rows) {
-            const ss_i4_row g = wt == SS_I4 ? ss_i4_row_at(p->w, p->m, k, j + r) : (ss_i4_row){NULL, NULL};
-            v = weights_bf16(wt, (const char *)p->w + (size_t)(j + r) * row_bytes, g, c, cols);
+    for (int r = 0; r < 2 * TILE; r++) {
+        const int row = j + r;
+        const char *w = (const char *)p->w + (size_t)row * row_bytes;
+        const ss_i4_row g = wt == SS_I4 && row < p->m ? ss_i4_row_at(p->w, p->m, k, row) : (ss_i4_row){NULL, NULL};
+        /* the row's next line: the hardware prefetcher loses 32 rows read
+         * a line at a time (int8: 11 -> 16 GB/s with it) */
+        if (row < p->m && (s0 + count) * KSTEP < k) _mm_prefetch(w + ss_row_bytes(wt, (s0 + count) * KSTEP), _MM_HINT_T0);
+        for (int i = 0; i < count; i++) {
+            const int c = (s0 + i) * KSTEP, cols = k - c < KSTEP ? k - c : KSTEP;
+            const __m512i v = row < p->m && cols > 0 ? weights_bf16(wt, w, g, c, cols) : _mm512_setzero_si512();
+            _mm512_store_si512((__m512i *)(dst + ((size_t)i * 2 * TILE + r) * KSTEP), v);
         }
-        _mm512_store_si512((__m512i *)(buf + r * KSTEP), v);
     }
-    *stride = 64;
     MEMORY_BARRIER();
-    return buf;
 }
 
-/* The sums of a C tile (rows j.., tokens t..) into the outputs, rows below
- * jend only (the rest belong to another caller or are past m). */
-SS_AMX static void finish(const ss_product *p, const float *c, int j, int jend, int t) {
+/* The A tiles of step s: rows j.. into TMM4 and, when `both`, rows j + 16..
+ * into TMM5. buf: two lines' worth of steps (A_CONVERTED, alternating so
+ * that the conversion of the next line need not wait for the loads of the
+ * last), or the whole block's (A_BLOCK, filled by convert_steps beforehand;
+ * rows j.. are the block's first 16 or, at buf + 512, its last). */
+SS_AMX __attribute__((always_inline)) static inline void load_a(const ss_product *p, const ss_dtype wt, int j, int s,
+                                                                 a_mode mode, uint16_t *buf, int both) {
+    if (mode == A_DIRECT) {
+        const long stride = (long)ss_row_bytes(wt, p->k);
+        const char *a = (const char *)p->w + (size_t)j * stride + (size_t)s * 64;
+        _tile_loadd(4, a, stride);
+        if (both) _tile_loadd(5, a + TILE * stride, stride);
+        return;
+    }
+    const int line = line_steps(wt);
+    uint16_t *a = buf + (size_t)s * 2 * TILE * KSTEP;
+    if (mode == A_CONVERTED) {
+        uint16_t *half = buf + (size_t)((s / line) & 1) * line * 2 * TILE * KSTEP;
+        if (s % line == 0) convert_steps(p, wt, j, s, line, half);
+        a = half + (size_t)(s % line) * 2 * TILE * KSTEP;
+    }
+    _tile_loadd(4, a, 64);
+    if (both) _tile_loadd(5, a + TILE * KSTEP, 64);
+}
+
+/* The sums of a C tile (rows j.., `width` tokens from t) into the outputs,
+ * rows below jend only (the rest belong to another caller or are past m). */
+SS_AMX static void finish(const ss_product *p, const float *c, int width, int j, int jend, int t) {
     const float *scale = p->fmt->dtype == SS_I8 ? ss_i8_scales(p->w, p->m, p->k) : NULL;
     for (int r = 0; r < TILE && j + r < jend; r++) {
-        for (int i = 0; i < TILE && t + i < p->n; i++) {
-            float v = c[r * TILE + i];
+        for (int i = 0; i < width && t + i < p->n; i++) {
+            float v = c[r * width + i];
             if (scale) v *= scale[j + r];
             if (p->bias) v += p->bias[j + r];
             ss_emit(p->out + (size_t)(t + i) * p->m + j + r, v, p->epi);
@@ -159,105 +202,96 @@ SS_AMX static void finish(const ss_product *p, const float *c, int j, int jend, 
         _tile_dpbf16ps(C, A, 7);         \
     } while (0)
 
-/* 64 rows from j x the 16 tokens (from t) of packed tile b; rows from jend
- * on are not written. */
-SS_AMX __attribute__((always_inline)) static inline void block_64x16(const ss_product *p, const ss_dtype wt, int j,
-                                                                      int jend, const uint32_t *b, uint16_t *abuf,
-                                                                      float *cbuf, int t) {
+/* 32 rows from j x one packed tile b of `width` tokens from t; rows from
+ * jend on are not written. */
+SS_AMX __attribute__((always_inline)) static inline void block_32xw(const ss_product *p, const ss_dtype wt, int j,
+                                                                     int jend, a_mode mode, uint16_t *abuf,
+                                                                     const uint32_t *b, int width, float *cbuf,
+                                                                     int t) {
     const int steps = (p->k + KSTEP - 1) / KSTEP;
+    const size_t tile_words = (size_t)TILE * width;
     _tile_zero(0);
     _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
     for (int s = 0; s < steps; s++) {
-        const uint32_t *bs = b + (size_t)s * 2 * (TILE_BYTES / 4);
-        long st;
-        _tile_loadd(6, bs, 64);
-        _tile_loadd(7, bs + TILE_BYTES / 4, 64);
-        const void *a = a_tile(p, wt, j, s * KSTEP, abuf, &st);
-        _tile_loadd(4, a, st);
+        const uint32_t *bs = b + (size_t)s * 2 * tile_words;
+        load_a(p, wt, j, s, mode, abuf, 1);
+        _tile_loadd(6, bs, 4 * width);
+        _tile_loadd(7, bs + tile_words, 4 * width);
         DP(0, 4);
-        a = a_tile(p, wt, j + 16, s * KSTEP, abuf + TILE * KSTEP, &st);
-        _tile_loadd(5, a, st);
         DP(1, 5);
-        a = a_tile(p, wt, j + 32, s * KSTEP, abuf + 2 * TILE * KSTEP, &st);
-        _tile_loadd(4, a, st);
-        DP(2, 4);
-        a = a_tile(p, wt, j + 48, s * KSTEP, abuf + 3 * TILE * KSTEP, &st);
-        _tile_loadd(5, a, st);
-        DP(3, 5);
     }
-    _tile_stored(0, cbuf, 64);
-    _tile_stored(1, cbuf + 256, 64);
-    _tile_stored(2, cbuf + 512, 64);
-    _tile_stored(3, cbuf + 768, 64);
-    for (int rt = 0; rt < 4; rt++) finish(p, cbuf + rt * 256, j + 16 * rt, jend, t);
+    _tile_stored(0, cbuf, 4 * width);
+    _tile_stored(1, cbuf + tile_words, 4 * width);
+    finish(p, cbuf, width, j, jend, t);
+    finish(p, cbuf + tile_words, width, j + TILE, jend, t);
 }
 
-/* 32 rows from j x the 32 tokens (from t) of packed tiles b (two, one after
- * the other); rows from jend on are not written. */
-SS_AMX __attribute__((always_inline)) static inline void block_32x32(const ss_product *p, const ss_dtype wt, int j,
-                                                                      int jend, const uint32_t *b, uint16_t *abuf,
-                                                                      float *cbuf, int t) {
+/* 16 rows from j x the 32 tokens from t of two packed 16-token tiles b
+ * (one after the other), the four B tiles in TMM3, TMM5, TMM6 and TMM7: a
+ * 32 x 32 block would have to reload a B tile register within a step, and
+ * wait for the products that read it. Rows from jend on are not written. */
+SS_AMX __attribute__((always_inline)) static inline void block_16x32(const ss_product *p, const ss_dtype wt, int j,
+                                                                      int jend, a_mode mode, uint16_t *abuf,
+                                                                      const uint32_t *b, float *cbuf, int t) {
     const int steps = (p->k + KSTEP - 1) / KSTEP;
-    const size_t next_tile = (size_t)steps * 2 * (TILE_BYTES / 4);
+    const size_t tile_words = TILE * TILE, next_tile = (size_t)steps * 2 * tile_words;
     _tile_zero(0);
     _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
     for (int s = 0; s < steps; s++) {
-        long st0, st1;
-        const void *a0 = a_tile(p, wt, j, s * KSTEP, abuf, &st0);
-        const void *a1 = a_tile(p, wt, j + 16, s * KSTEP, abuf + TILE * KSTEP, &st1);
-        _tile_loadd(4, a0, st0);
-        _tile_loadd(5, a1, st1);
-        const uint32_t *b0 = b + (size_t)s * 2 * (TILE_BYTES / 4), *b1 = b0 + next_tile;
+        load_a(p, wt, j, s, mode, abuf, 0);
+        const uint32_t *b0 = b + (size_t)s * 2 * tile_words, *b1 = b0 + next_tile;
         _tile_loadd(6, b0, 64);
-        _tile_loadd(7, b0 + TILE_BYTES / 4, 64);
+        _tile_loadd(7, b0 + tile_words, 64);
+        _tile_loadd(3, b1, 64);
+        _tile_loadd(5, b1 + tile_words, 64);
         DP(0, 4);
-        DP(2, 5);
-        _tile_loadd(6, b1, 64);
-        _tile_loadd(7, b1 + TILE_BYTES / 4, 64);
-        DP(1, 4);
-        DP(3, 5);
+        _tile_dpbf16ps(1, 4, 3);
+        _tile_dpbf16ps(1, 4, 5);
     }
     _tile_stored(0, cbuf, 64);
-    _tile_stored(1, cbuf + 256, 64);
-    _tile_stored(2, cbuf + 512, 64);
-    _tile_stored(3, cbuf + 768, 64);
-    finish(p, cbuf, j, jend, t);
-    finish(p, cbuf + 256, j, jend, t + TILE);
-    finish(p, cbuf + 512, j + TILE, jend, t);
-    finish(p, cbuf + 768, j + TILE, jend, t + TILE);
+    _tile_stored(1, cbuf + tile_words, 64);
+    finish(p, cbuf, TILE, j, jend, t);
+    finish(p, cbuf + tile_words, TILE, j, jend, t + TILE);
 }
 
-/* Rows [r0, r1) of every token. Beyond 16 tokens, token tiles go in pairs
- * (a missing last one packed as zeros and not written). */
+/* Rows [r0, r1) of every token. Up to 16 tokens: one tile as wide as the
+ * batch. Beyond: 16-token tiles in pairs (a missing last one packed as zeros
+ * and not written), packed GROUP_BYTES at a time. */
 SS_AMX __attribute__((always_inline)) static inline int amx_rows(const ss_product *p, const ss_dtype wt, int r0,
                                                                   int r1) {
     const int k = p->k, steps = (k + KSTEP - 1) / KSTEP;
-    const size_t tile_words = (size_t)steps * 2 * (TILE_BYTES / 4); /* hi + lo B tiles of 16 tokens */
-    const int token_tiles = (p->n + TILE - 1) / TILE, paired = token_tiles > 1 ? (token_tiles + 1) & ~1 : 1;
+    const int width = p->n < TILE ? p->n : TILE, token_tiles = (p->n + TILE - 1) / TILE;
+    const int paired = token_tiles > 1 ? (token_tiles + 1) & ~1 : 1;
+    const size_t tile_words = (size_t)steps * 2 * TILE * width; /* hi + lo B tiles of one token tile */
     int group = (int)(GROUP_BYTES / (tile_words * 4)) & ~1;
     if (group < 2) group = 2;
     if (group > paired) group = paired;
+    const a_mode mode = wt == SS_BF16 && k % KSTEP == 0 && ((uintptr_t)p->w | ss_row_bytes(wt, k)) % 64 == 0
+                            ? A_DIRECT
+                        : token_tiles > 1 ? A_BLOCK
+                                          : A_CONVERTED;
+    /* a block of fewer than 32 rows is converted: room for that too */
+    const a_mode partial = token_tiles > 1 ? A_BLOCK : A_CONVERTED;
+    const size_t a_bytes = (size_t)(partial == A_BLOCK ? steps : 2 * line_steps(wt)) * 2 * TILE_BYTES;
     uint32_t *b = ss_thread_scratch(SS_SCRATCH_PACK_X, (size_t)group * tile_words * 4);
-    char *work = ss_thread_scratch(SS_SCRATCH_TILES, 8 * TILE_BYTES);
+    char *work = ss_thread_scratch(SS_SCRATCH_TILES, 4 * TILE_BYTES + a_bytes);
     if (!b || !work) return -1;
-    uint16_t *abuf = (uint16_t *)work;
-    float *cbuf = (float *)(work + 4 * TILE_BYTES);
-    configure_tiles();
+    float *cbuf = (float *)work;
+    uint16_t *abuf = (uint16_t *)(work + 4 * TILE_BYTES);
+    configure_tiles(width);
     for (int g0 = 0; g0 < paired; g0 += group) {
         const int tiles = paired - g0 < group ? paired - g0 : group;
-        pack_activations(b, p->x, p->n, k, g0 * TILE, tiles);
+        pack_activations(b, p->x, p->n, k, g0 * TILE, tiles, width);
         MEMORY_BARRIER();
-        if (tiles == 1) {
-            for (int j = r0; j < r1; j += 64) block_64x16(p, wt, j, r1, b, abuf, cbuf, g0 * TILE);
-            continue;
+        for (int j = r0; j < r1; j += 2 * TILE) {
+            const a_mode m = mode == A_DIRECT && p->m - j < 2 * TILE ? partial : mode;
+            if (m == A_BLOCK) convert_steps(p, wt, j, 0, steps, abuf);
+            if (tiles == 1) block_32xw(p, wt, j, r1, m, abuf, b, width, cbuf, g0 * TILE);
+            for (int tt = 0; tt + 1 < tiles; tt += 2)
+                for (int half = 0; half < 2; half++)
+                    block_16x32(p, wt, j + half * TILE, r1, m, abuf + half * TILE * KSTEP,
+                                b + (size_t)tt * tile_words, cbuf, (g0 + tt) * TILE);
         }
-        for (int j = r0; j < r1; j += 32)
-            for (int tt = 0; tt < tiles; tt += 2)
-                block_32x32(p, wt, j, r1, b + (size_t)tt * tile_words, abuf, cbuf, (g0 + tt) * TILE);
     }
     _tile_release();
     return 0;

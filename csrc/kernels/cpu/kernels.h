@@ -137,12 +137,17 @@ void ss_attend(float *out, const ss_kv_run *runs, int n_runs, int head_dim, floa
  * where present, else AVX2, else C): what decode is measured against. 0 on
  * allocation failure. */
 double ss_read_bandwidth(size_t bytes, int repeats, double *checksum);
+/* The same with the loads of a given level (avx2: the probe of earlier
+ * versions, 4 ymm accumulators). */
+double ss_read_bandwidth_at(int level, size_t bytes, int repeats, double *checksum);
 
 /* Best-of-`repeats` f32 FMA throughput in GFLOP/s (2 flops per lane per
  * FMA), all threads running independent register-resident FMA chains for
  * about `seconds` in all: the compute roofline that prefill is measured
- * against. */
+ * against. ss_peak_gflops runs 8-lane AVX2 FMAs (the arithmetic of the
+ * GEMM); ss_peak_gflops_at those of a level (avx512: 16 lanes). */
 double ss_peak_gflops(double seconds, int repeats);
+double ss_peak_gflops_at(int level, double seconds, int repeats);
 
 /* Name of the SIMD level in use ("scalar", "avx2", "avx512", "amx"). */
 const char *ss_kernel_variant(void);
