@@ -205,18 +205,18 @@ def test_dispatch_by_level_and_batch_size(level):
 
 
 def test_auto_dispatch_follows_the_measured_order():
-    """Without a forced level, the table's preference order (formats.c):
-    AMX for the formats it serves, else the fastest GEMV measured."""
+    """Without a forced level, each format runs the first kernel of its
+    preference order (formats.c, from benchmarks/bench_kernels.py) that the
+    CPU has, for batches up to SS_WIDE_MAX and beyond."""
     have = _core.simd_levels()
-    best = have[-1]
-    for fmt in FORMATS:
-        path = _core.matmul_path(fmt, 1)
-        if best == "amx" and fmt in ("bf16", "int8", "int4"):
-            assert path == "amx"
-        elif best == "scalar":
-            assert path == "scalar"
-        else:
-            assert ka.kernel_level(path) in ("avx2", "avx512") and ka.kernel_level(path) in have
+    for f in _core.weight_formats():
+        for n, order in ((1, f["wide_order"]), (WIDE_MAX, f["wide_order"]), (WIDE_MAX + 1, f["gemm_order"])):
+            assert order[-1] == "scalar"
+            want = next(lv for lv in order if lv in have)
+            assert ka.kernel_level(_core.matmul_path(f["name"], n)) == want, (f["name"], n)
+    if "amx" in have:  # the orders measured on the machine of formats.c
+        assert _core.matmul_path("bf16", 1) == "amx" and _core.matmul_path("int8", 1) == "avx512-gemv"
+        assert _core.matmul_path("f32", 1) == "avx512-gemv" and _core.matmul_path("int8", WIDE_MAX + 1) == "amx"
 
 
 def test_levels_this_cpu_lacks_are_refused():

@@ -212,7 +212,20 @@ static PyObject *py_layout(PyObject *self, PyObject *args) {
     return Py_BuildValue("{s:n}", "bytes", (Py_ssize_t)f->bytes(m, k));
 }
 
-/* [{name, aliases, bits, group, scales, checkpoint, cuda}] by dtype */
+/* A preference order as level names, best first. */
+static PyObject *level_order(const signed char *order) {
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < SS_SIMD_LEVELS; i++) {
+        PyObject *name = PyUnicode_FromString(ss_level_name(order[i]));
+        if (!name || PyList_Append(out, name) < 0) Py_CLEAR(out);
+        Py_XDECREF(name);
+        if (order[i] == SS_SIMD_SCALAR) break;
+    }
+    return out;
+}
+
+/* [{name, aliases, bits, group, scales, checkpoint, cuda, wide_order,
+ *   gemm_order}] by dtype */
 static PyObject *py_weight_formats(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     static const char *const scale_names[] = {"none", "row", "group"};
@@ -221,9 +234,10 @@ static PyObject *py_weight_formats(PyObject *self, PyObject *args) {
     PyObject *out = PyList_New(count);
     for (int i = 0; out && i < count; i++) {
         const ss_format *f = &all[i];
-        PyObject *d = Py_BuildValue("{s:s,s:s,s:i,s:i,s:s,s:O,s:O}", "name", f->name, "aliases", f->aliases, "bits",
-                                    f->bits, "group", f->group, "scales", scale_names[f->scales], "checkpoint",
-                                    f->checkpoint ? Py_True : Py_False, "cuda", f->cuda ? Py_True : Py_False);
+        PyObject *d = Py_BuildValue("{s:s,s:s,s:i,s:i,s:s,s:O,s:O,s:N,s:N}", "name", f->name, "aliases", f->aliases,
+                                    "bits", f->bits, "group", f->group, "scales", scale_names[f->scales], "checkpoint",
+                                    f->checkpoint ? Py_True : Py_False, "cuda", f->cuda ? Py_True : Py_False,
+                                    "wide_order", level_order(f->wide_order), "gemm_order", level_order(f->gemm_order));
         if (!d) Py_CLEAR(out);
         else PyList_SET_ITEM(out, i, d);
     }

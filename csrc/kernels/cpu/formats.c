@@ -1,11 +1,5 @@
 /* The weight-format table (formats.h) and the element conversions of the
- * float formats.
- *
- * Dispatch order (which level's kernel runs a format, given what the CPU
- * has): fixed, from benchmarks/bench_kernels.py on an Intel Xeon (Sapphire
- * Rapids class, 2 cores), 1b-shaped matrices (8192x2048 and 2048x8192, 2 GB
- * and more of weights per pass), results/kernels_cpu.json. See the
- * DISPATCH comment below for the figures. */
+ * float formats. */
 #include "formats.h"
 
 #include <omp.h>
@@ -110,7 +104,30 @@ static size_t bytes_i4(int64_t rows, int64_t cols) {
 
 /* ----------------------------------------------------------- the table
  *
- * DISPATCH (filled in from the kernel benchmark; see the figures there). */
+ * DISPATCH. Each format lists its kernels in the order the dispatcher
+ * prefers them, measured, not newest instruction set first:
+ * benchmarks/bench_kernels.py, Intel Xeon (Sapphire Rapids class, 2 cores),
+ * 2 GB of stored weights per format in 8192x2048 and 2048x8192 matrices
+ * (Pythia-1b MLP shapes), best of 5 passes, load average 0.7 before the
+ * run; read bandwidth 28.5 GB/s (AVX-512 probe), FMA peak 238 (AVX2) / 452
+ * (AVX-512) GFLOP/s; results/kernels_cpu.json. GB/s of stored weights at
+ * n = 1 / 8 / 16 tokens:
+ *
+ *            avx2-gemv           avx512-gemv         amx
+ *   f32      30.5 / 20.8 / 13.7  30.0 / 23.4 / 16.2  -
+ *   f16      27.0 / 16.7 /  9.7  28.2 / 18.5 / 11.0  -
+ *   bf16     26.6 / 15.6 /  9.0  27.5 / 18.7 / 10.9  25.9 / 22.9 / 20.0
+ *   int8     24.8 /  9.5 /  4.9  25.1 / 11.5 /  5.8  15.2 / 15.1 / 12.3
+ *   int4     11.2 /  3.7 /  1.9  11.7 /  4.0 /  2.1   6.9 /  6.5 /  5.0
+ *
+ * Rule: the fastest kernel at n = 1 (decode), unless another is within 10%
+ * of it there and faster at n = 8 (verification): f32, f16 -> avx512;
+ * bf16 -> amx (6% slower at n = 1, 1.2x / 1.8x faster at n = 8 / 16);
+ * int8, int4 -> avx512 (AMX converts them to bf16 and is held to 15 and 7
+ * GB/s by the conversion). Larger batches (n > SS_WIDE_MAX) take AMX where
+ * the format has it (n = 128, GFLOP/s: bf16 684, int8 508 against 170-180
+ * for the AVX2 GEMM), else the AVX2 GEMM (there is no AVX-512 GEMM). A CPU
+ * without AMX or AVX-512 falls through to the next level of the list. */
 
 #define SCALAR_ONLY {&ss_scalar_kernel, NULL, NULL, NULL}
 #if SS_X86
@@ -135,9 +152,9 @@ static const ss_format formats[SS_DTYPES] = {
     [SS_BF16] = {SS_BF16, "bf16", "bfloat16", 16, 0, SS_SCALES_NONE, 1, 1, bytes_16, pack_bf16, row_bf16,
                  WIDE_AMX(SS_BF16), GEMM_AMX(SS_BF16), {AMX, A5, A2, S}, {AMX, A2, S, S}},
     [SS_I8] = {SS_I8, "int8", "i8", 8, 0, SS_SCALES_PER_ROW, 0, 0, bytes_i8, ss_quantize_i8, ss_dequantize_i8,
-               WIDE_AMX(SS_I8), GEMM_AMX(SS_I8), {AMX, A5, A2, S}, {AMX, A2, S, S}},
+               WIDE_AMX(SS_I8), GEMM_AMX(SS_I8), {A5, AMX, A2, S}, {AMX, A2, S, S}},
     [SS_I4] = {SS_I4, "int4", "i4", 4, SS_I4_GROUP, SS_SCALES_PER_GROUP, 0, 0, bytes_i4, ss_quantize_i4,
-               ss_dequantize_i4, WIDE_AMX(SS_I4), GEMM_AMX(SS_I4), {AMX, A5, A2, S}, {AMX, A2, S, S}},
+               ss_dequantize_i4, WIDE_AMX(SS_I4), GEMM_AMX(SS_I4), {A5, AMX, A2, S}, {AMX, A2, S, S}},
 };
 
 const ss_format *ss_format_of(ss_dtype dtype) {
