@@ -125,7 +125,7 @@ def test_matmul_matches_numpy(level, fmt, n, m, k):
     out = _core.matmul(x, wk, fmt, m, b, level=level)
     assert out.shape == (n, m)
     assert within_bound(out, ref, ka.bound(x, w64, kl, fmt, b))
-    modelled = ka.model(x, used[kl], kl) + b
+    modelled = ka.model(x, used[kl], kl, fmt) + b
     assert within_bound(out, modelled, ka.bound(x, w64, kl, fmt, b, exact=False))
     no_bias = _core.matmul(x, wk, fmt, m, level=level)
     assert within_bound(no_bias, ref - b, ka.bound(x, w64, kl, fmt))
@@ -165,22 +165,24 @@ def test_modelled_errors_within_stated_bounds(level, fmt):
     _, w64, used = stored(rng.standard_normal((40, 300)).astype(np.float32), fmt)
     w_err = ka.WEIGHT_ERROR.get((level, fmt), 0.0)
     assert np.all(np.abs(used[level] - w64) <= w_err * np.abs(w64))
-    act = ka.activation_error(level)
     for xs in (x, worst):
         x64 = xs.astype(np.float64)
-        assert np.all(np.abs(ka.activations(xs, level) - x64) <= act * np.abs(x64))
-        assert within_bound(ka.model(xs, used[level], level), x64 @ w64.T,
-                            (act + w_err + act * w_err) * (np.abs(x64) @ np.abs(w64).T) + 1e-300)
+        act = ka.activation_bound(xs, level, fmt)
+        assert np.all(np.abs(ka.activations(xs, level, fmt) - x64) <= act)
+        err = (act @ np.abs(w64).T) * (1 + w_err) + w_err * (np.abs(x64) @ np.abs(w64).T)
+        assert within_bound(ka.model(xs, used[level], level, fmt), x64 @ w64.T, err + 1e-300)
 
 
 def test_stated_bounds_detect_broken_arithmetic():
     """The stated bounds are tight enough to fail a split that drops lo (x
-    rounded to bf16 alone) and int4 weights rounded to fewer bits than bf16,
-    so the model tests above can fail."""
+    rounded to bf16 alone), a coarser fixed point, and int4 weights rounded
+    to fewer bits than bf16, so the model tests above can fail."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 64)).astype(np.float32)
     hi_only = ka.bf16_round(x).astype(np.float64)
     assert not np.all(np.abs(hi_only - x) <= ka.ACTIVATION_ERROR["amx"] * np.abs(x))
+    coarse_fixed = np.round(x * 2.0**16) / 2.0**16  # 4 bits fewer than the int8 kernel's fixed point
+    assert not np.all(np.abs(coarse_fixed - x) <= ka.activation_bound(x, "amx", "int8"))
     _, w64, _ = stored(rng.standard_normal((8, 64)).astype(np.float32), "int4")
     coarse = np.round(w64 * 2.0**-np.floor(np.log2(np.abs(w64) + 1e-300)) * 64) / 64 * \
         2.0**np.floor(np.log2(np.abs(w64) + 1e-300))  # 7 significant bits
@@ -450,3 +452,36 @@ def test_quantized_results_identical_across_thread_counts(model_dirs, fmt):
         specstream.set_num_threads(before)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
+
+
+@pytest.mark.skipif("amx" not in _core.simd_levels(), reason="CPU lacks amx")
+def test_amx_int8_is_the_rounded_exact_fixed_point_sum():
+    """The AMX int8 kernel's only rounding is the activations' fixed point
+    (and the final one): its outputs are bitwise NumPy's exact integer sums
+    of the digits' products, scaled."""
+    rng = np.random.default_rng(8)
+    m, k = 45, 200
+    x = (rng.standard_normal((7, k)) * 2.0 ** rng.integers(-8, 8, (7, 1))).astype(np.float32)
+    x[2] = 0.0                                    # a zero token
+    packed = _core.pack(rng.standard_normal((m, k)).astype(np.float32), "int8")
+    q, s = unpack_i8(packed, m, k)
+    _, e = np.frexp(np.abs(x).max(axis=1, keepdims=True).astype(np.float64))
+    F = np.where(np.abs(x).max(axis=1, keepdims=True) > 0, 20 - e, 0)
+    v = np.rint(x.astype(np.float64) * 2.0**F).astype(np.int64)
+    want = ((v @ q.T.astype(np.int64)).astype(np.float64) * 2.0**-F * s.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(_core.matmul(x, packed, "int8", m, level="amx"), want)
+
+
+@level_param
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_finite_activations_give_non_finite_outputs(level, fmt):
+    """A NaN or infinite activation makes its token's outputs non-finite
+    (never a finite wrong number), and leaves the other tokens alone."""
+    x, w, _ = case(3, 20, 70, seed=2)
+    wk, w64, _ = stored(w, fmt)
+    x[0, 5] = np.nan
+    x[2, 9] = np.inf
+    out = _core.matmul(x, wk, fmt, 20, level=level)
+    assert not np.isfinite(out[0]).any() and not np.isfinite(out[2]).any()
+    kl = ka.kernel_level(_core.matmul_path(fmt, 3, level))
+    assert within_bound(out[1:2], x[1:2].astype(np.float64) @ w64.T, ka.bound(x[1:2], w64, kl, fmt))

@@ -1,5 +1,6 @@
-/* Matrix products on AMX for bf16, int8 and int4 weights, every batch size
- * (decode, verification and prefill).
+/* Matrix products on AMX for bf16 and int4 weights, every batch size
+ * (decode, verification and prefill); int8 has its own, integer, kernel
+ * (amx_int8.c).
  *
  * C^T = W X^T in tiles: an A tile is 16 weight rows x 32 columns (bf16),
  * a B tile the same 32 columns of 16 tokens in the VNNI layout (column
@@ -10,14 +11,13 @@
  *  - activations are split as x = hi + lo, both bf16 rounded to nearest
  *    even (lo = x - hi rounded; x - hi is exact in f32); what the split
  *    drops is at most 2^-16 |x|;
- *  - weights as bf16: bf16 as stored; int8 exactly (|q| <= 127 fits 8
- *    significant bits), its row scale multiplying the finished sum; int4 as
- *    its dequantized value (q - z) * s (exact in f32, up to 12 significant
- *    bits) rounded to nearest even bf16: at most 2^-8 relative error per
- *    weight, against the ~8% RMS error of the 4-bit grid itself;
+ *  - weights as bf16: bf16 as stored; int4 as its dequantized value
+ *    (q - z) * s (exact in f32, up to 12 significant bits) rounded to
+ *    nearest even bf16: at most 2^-8 relative error per weight, against the
+ *    ~8% RMS error of the 4-bit grid itself;
  *  - for each 32-column step in order: C += the hi products, then C += the
  *    lo products (products exact in f32, f32 sums; denormals flush to zero);
- *  - then v = C (int8: v * scale[j]), v + bias[j], and the epilogue.
+ *  - then v = C + bias[j], and the epilogue.
  * So |error| <= (2^-16 + (2k + 8) u) sum_c |x_c w_c| against the weights
  * as multiplied (u = 2^-24), and an n-token product is bitwise the stack of
  * one-token products: a tile's columns (tokens) and rows never mix.
@@ -26,7 +26,7 @@
  * A block is 32 rows (two A tiles) x one tile of up to 16 tokens, or x two
  * tiles of 16 (2 x 2 C tiles). bf16 A tiles load straight
  * from the row-major matrix (stride k * 2 bytes) when its rows are whole
- * cache lines; int8, int4 and misaligned bf16 tiles are converted to bf16
+ * cache lines; int4 and misaligned bf16 tiles are converted to bf16
  * a cache line of each row at a time into a small per-thread buffer; with
  * more than 32 tokens (the
  * block's tiles loaded once per 32 tokens) a block is converted once into
@@ -102,22 +102,15 @@ SS_AMX static void pack_activations(uint32_t *dst, const float *x, int n, int k,
     }
 }
 
-/* 32 weights of a row from column c as bf16 (columns >= valid are zeros). */
+/* 32 weights of a bf16 or int4 row from column c as bf16 (columns >= valid
+ * are zeros). */
 SS_AMX __attribute__((always_inline)) static inline __m512i weights_bf16(const ss_dtype wt, const char *row,
                                                                           ss_i4_row g, int c, int valid) {
     const __mmask32 mask = valid >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << valid) - 1);
     if (wt == SS_BF16) return _mm512_maskz_loadu_epi16(mask, (const uint16_t *)row + c);
-    __m512 lo, hi;
-    if (wt == SS_I8) {
-        const __m256i q = _mm256_maskz_loadu_epi8(mask, (const int8_t *)row + c);
-        lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
-        hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
-    } else { /* int4: the chunk is padded with quantized zeros */
-        const ss_group16 grp = ss_group16_at(wt, g, c);
-        lo = ss_weights16(wt, row, c, 0, grp);
-        hi = ss_weights16(wt, row, c, 1, grp);
-    }
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    /* int4: the chunk is padded with quantized zeros */
+    const ss_group16 grp = ss_group16_at(wt, g, c);
+    return (__m512i)_mm512_cvtne2ps_pbh(ss_weights16(wt, row, c, 1, grp), ss_weights16(wt, row, c, 0, grp));
 }
 
 /* How a block's A tiles (32 rows) are found, step after step. */
@@ -132,7 +125,7 @@ typedef enum {
 /* Steps whose weights fill one cache line of a row: converting them
  * together reads each line once (the 32 rows of a block, a multiple of 2 or
  * 4 KB apart, share L1 sets and evict each other between steps). */
-static inline int line_steps(ss_dtype wt) { return wt == SS_I4 ? 4 : wt == SS_I8 ? 2 : 1; }
+static inline int line_steps(ss_dtype wt) { return wt == SS_I4 ? 4 : 1; }
 
 /* Steps [s0, s0 + count) of rows [j, j + 32) as bf16 tiles at dst: step s's
  * two tiles at dst + (s - s0) * 1024 values (rows past m and columns past k
@@ -146,7 +139,7 @@ SS_AMX __attribute__((always_inline)) static inline void convert_steps(const ss_
         const char *w = (const char *)p->w + (size_t)row * row_bytes;
         const ss_i4_row g = wt == SS_I4 && row < p->m ? ss_i4_row_at(p->w, p->m, k, row) : (ss_i4_row){NULL, NULL};
         /* the row's next line: the hardware prefetcher loses 32 rows read
-         * a line at a time (int8: 11 -> 16 GB/s with it) */
+         * a line at a time (int4: 4.8 -> 7.3 GB/s with it) */
         if (row < p->m && (s0 + count) * KSTEP < k) _mm_prefetch(w + ss_row_bytes(wt, (s0 + count) * KSTEP), _MM_HINT_T0);
         for (int i = 0; i < count; i++) {
             const int c = (s0 + i) * KSTEP, cols = k - c < KSTEP ? k - c : KSTEP;
@@ -185,11 +178,9 @@ SS_AMX __attribute__((always_inline)) static inline void load_a(const ss_product
 /* The sums of a C tile (rows j.., `width` tokens from t) into the outputs,
  * rows below jend only (the rest belong to another caller or are past m). */
 SS_AMX static void finish(const ss_product *p, const float *c, int width, int j, int jend, int t) {
-    const float *scale = p->fmt->dtype == SS_I8 ? ss_i8_scales(p->w, p->m, p->k) : NULL;
     for (int r = 0; r < TILE && j + r < jend; r++) {
         for (int i = 0; i < width && t + i < p->n; i++) {
             float v = c[r * width + i];
-            if (scale) v *= scale[j + r];
             if (p->bias) v += p->bias[j + r];
             ss_emit(p->out + (size_t)(t + i) * p->m + j + r, v, p->epi);
         }
@@ -302,13 +293,11 @@ SS_AMX __attribute__((always_inline)) static inline int amx_rows(const ss_produc
         return amx_rows(p, DT, r0, r1);                                         \
     }
 INSTANCE(SS_BF16, bf16)
-INSTANCE(SS_I8, i8)
 INSTANCE(SS_I4, i4)
 #undef INSTANCE
 
 const ss_kernel ss_amx_kernel[SS_DTYPES] = {
     [SS_BF16] = {"amx", SS_SIMD_AMX, 32, amx_bf16},
-    [SS_I8] = {"amx", SS_SIMD_AMX, 32, amx_i8},
     [SS_I4] = {"amx", SS_SIMD_AMX, 32, amx_i4},
 };
 

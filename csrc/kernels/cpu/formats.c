@@ -132,9 +132,10 @@ static size_t bytes_i4(int64_t rows, int64_t cols) {
 #define SCALAR_ONLY {&ss_scalar_kernel, NULL, NULL, NULL}
 #if SS_X86
 #define WIDE(dt) {&ss_scalar_kernel, &ss_gemv_avx2[dt], &ss_gemv_avx512[dt], NULL}
-#define WIDE_AMX(dt) {&ss_scalar_kernel, &ss_gemv_avx2[dt], &ss_gemv_avx512[dt], &ss_amx_kernel[dt]}
+#define WIDE_AMX(dt) {&ss_scalar_kernel, &ss_gemv_avx2[dt], &ss_gemv_avx512[dt], AMX_KERNEL(dt)}
 #define GEMM(dt) {&ss_scalar_kernel, &ss_gemm_avx2[dt], NULL, NULL}
-#define GEMM_AMX(dt) {&ss_scalar_kernel, &ss_gemm_avx2[dt], NULL, &ss_amx_kernel[dt]}
+#define GEMM_AMX(dt) {&ss_scalar_kernel, &ss_gemm_avx2[dt], NULL, AMX_KERNEL(dt)}
+#define AMX_KERNEL(dt) ((dt) == SS_I8 ? &ss_amx_int8_kernel : &ss_amx_kernel[dt])
 #else
 #define WIDE(dt) SCALAR_ONLY
 #define WIDE_AMX(dt) SCALAR_ONLY

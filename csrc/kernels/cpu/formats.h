@@ -126,6 +126,6 @@ void ss_dequantize_i4(float *dst, const void *w, int64_t rows, int64_t cols, int
  * kernel files; formats.c puts them in the table). */
 extern const ss_kernel ss_scalar_kernel;
 extern const ss_kernel ss_gemv_avx2[SS_DTYPES], ss_gemv_avx512[SS_DTYPES], ss_gemm_avx2[SS_DTYPES];
-extern const ss_kernel ss_amx_kernel[SS_DTYPES];
+extern const ss_kernel ss_amx_kernel[SS_DTYPES], ss_amx_int8_kernel;
 
 #endif

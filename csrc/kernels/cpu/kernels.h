@@ -45,12 +45,17 @@ void ss_convert_from_f32(void *dst, const float *src, ss_dtype dtype, size_t n);
  *    256-column slices added to the output in order (gemm.c).
  *    For all of these activations are f32 as given, and
  *    |error| <= (k + 8) u sum_c |x_c w_c|.
- *  - amx (bf16, int8, int4; every batch size): each activation split as
+ *  - amx, bf16 and int4 (every batch size): each activation split as
  *    x = hi + lo (bf16, round to nearest even), dropping at most 2^-16 |x|;
- *    weights multiplied as bf16: bf16 and int8 exactly, int4 as (q - z) * s
- *    rounded to bf16 (at most 2^-8 |w| off); exact products of hi and of lo
- *    summed in f32 (2k terms), denormals flushed (amx.c). Against the
- *    weights as multiplied, |error| <= (2^-16 + (2k + 8) u) sum_c |x_c w_c|.
+ *    weights multiplied as bf16: bf16 exactly, int4 as (q - z) * s rounded
+ *    to bf16 (at most 2^-8 |w| off); exact products of hi and of lo summed
+ *    in f32 (2k terms), denormals flushed (amx.c). Against the weights as
+ *    multiplied, |error| <= (2^-16 + (2k + 8) u) sum_c |x_c w_c|.
+ *  - amx, int8 (every batch size): each token's activations in fixed point,
+ *    v = round(x 2^F) with |v| <= 2^20, so |x - v 2^-F| <= 2^-20 max|x|
+ *    over the token; products of int8 digits of v and q summed exactly in
+ *    int32, scaled in double, rounded once to f32 (amx_int8.c):
+ *    |error| <= 2^-20 max_c |x_c| sum_c |w_c| + 3u |result|.
  *
  * For a given kernel every output's operations are fixed by x, w and bias
  * alone: not by n (up to SS_WIDE_MAX), by the other rows or tokens, or by

@@ -36,7 +36,7 @@ int ss_cpu_level(void) {
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
             level = SS_SIMD_AVX512;
             if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-                __builtin_cpu_supports("avx512bf16") && amx_permitted())
+                __builtin_cpu_supports("amx-int8") && __builtin_cpu_supports("avx512bf16") && amx_permitted())
                 level = SS_SIMD_AMX;
         }
     }

@@ -6,7 +6,7 @@
  *   scalar  portable C
  *   avx2    AVX2 + FMA + F16C
  *   avx512  AVX-512 F/BW/VL/DQ
- *   amx     AMX-TILE + AMX-BF16 (and AVX-512 BF16 for conversions), with
+ *   amx     AMX-TILE + AMX-BF16 + AMX-INT8 (and AVX-512 BF16 for conversions), with
  *           the kernel's permission to use the tile registers granted
  *           (Linux arch_prctl; refused: the CPU counts as avx512)
  * A level says what may run, not what does: each weight format lists its
@@ -42,8 +42,9 @@ const char *ss_level_name(int level);
 #include <immintrin.h>
 #define SS_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SS_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
-#define SS_AMX \
-    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define SS_AMX                                                                                                 \
+    __attribute__((                                                                                            \
+        target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16,amx-int8")))
 #else
 #define SS_X86 0
 #endif
