@@ -14,9 +14,12 @@ of --repeats passes over every copy), achieved GB/s of weight bytes, the
 ratio to n = 1, GFLOP/s. Next to them, measured in the same run: the read
 bandwidth at each level (AVX2 4 accumulators: the earlier probe; AVX-512 4
 accumulators) over 2 GiB, and the f32 FMA peak per level. --prefill adds
-larger batches (blocked GEMM vs AMX) on a few copies. Prints a table, saves
-results/OUT atomically with the machine info and the load average before
-and after, and a plot of time(n)/time(1) per format and level.
+larger batches (blocked GEMM vs AMX) on a few copies. Before each
+measurement it waits (--wait-idle) for the other processes of a shared
+machine to leave the cores idle, and records the idle cores it saw. Prints a
+table, saves results/OUT atomically with the machine info and the load
+average before and after, and a plot of time(n)/time(1) and of the time per
+product, per format and kernel.
 """
 
 from __future__ import annotations
@@ -60,6 +63,32 @@ def aligned_copy(a: np.ndarray, align: int) -> np.ndarray:
     out = raw[start:start + a.nbytes]
     out[:] = a
     return out
+
+
+def idle_cores(seconds: float = 1.0) -> float:
+    """Cores idle over the next `seconds` (Linux /proc/stat), NaN elsewhere."""
+    def sample() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    try:
+        a = sample()
+        time.sleep(seconds)
+        b = sample()
+    except OSError:
+        return float("nan")
+    total = sum(b) - sum(a)
+    idle = (b[3] + b[4]) - (a[3] + a[4])
+    return (os.cpu_count() or 1) * idle / total if total > 0 else float("nan")
+
+
+def wait_for_idle(limit_s: float) -> float:
+    """Waits (up to limit_s) until other processes leave the cores idle, so
+    that a measurement is not shared with them; returns the idle cores seen."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        idle = idle_cores()
+        if not idle < (os.cpu_count() or 1) - 0.1 or time.monotonic() > deadline:
+            return idle
 
 
 def time_pass(mats, x: np.ndarray, fmt: str, level: str, repeats: int) -> float:
@@ -118,6 +147,8 @@ def main() -> None:
     ap.add_argument("--prefill", default="128,512", help="larger batches, on 1/8 of the copies ('' to skip)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="kernels_cpu.json")
+    ap.add_argument("--wait-idle", type=float, default=120.0,
+                    help="before each measurement, wait up to this many seconds for idle cores (shared machines)")
     args = ap.parse_args()
 
     have = _core.simd_levels()
@@ -125,10 +156,12 @@ def main() -> None:
     ns = [int(v) for v in args.ns.split(",")]
     prefill = [int(v) for v in args.prefill.split(",") if v]
     load_before = os.getloadavg()
-    probes = {
-        "read_bandwidth_gbs": {lv: _core.read_bandwidth(1 << 31, 5, level=lv) for lv in levels if lv != "amx"},
-        "fma_peak_gflops": {lv: _core.peak_gflops(1.0, 3, level=lv) for lv in levels if lv != "amx"},
-    }
+    probes: dict = {"read_bandwidth_gbs": {}, "fma_peak_gflops": {}}
+    for lv in levels:
+        if lv != "amx":  # the probes have no AMX variant
+            wait_for_idle(args.wait_idle)
+            probes["read_bandwidth_gbs"][lv] = _core.read_bandwidth(1 << 31, 5, level=lv)
+            probes["fma_peak_gflops"][lv] = _core.peak_gflops(1.0, 3, level=lv)
     print(f"read bandwidth (GB/s): {probes['read_bandwidth_gbs']}  FMA peak (GFLOP/s): {probes['fma_peak_gflops']}")
     rows = []
     for fmt in args.formats.split(","):
@@ -146,6 +179,7 @@ def main() -> None:
             for n in ns + prefill:
                 few = n > 96
                 subset = mats[: max(2, len(mats) // 8)] if few else mats
+                idle = wait_for_idle(args.wait_idle)
                 dt = time_pass(subset, x[:n], fmt, level, args.repeats)
                 scale = len(mats) / len(subset)
                 per_product = dt / len(subset)
@@ -153,7 +187,7 @@ def main() -> None:
                 row = {"format": fmt, "level": level, "kernel": _core.matmul_path(fmt, n, level), "n": n,
                        "ms_per_product": per_product * 1e3, "gbs": stored / (dt * scale) / 1e9,
                        "gflops": 2.0 * n * params / (dt * scale) / 1e9, "ratio_to_n1": per_product / t1,
-                       "weight_bytes": stored, "matrices": len(subset)}
+                       "weight_bytes": stored, "matrices": len(subset), "idle_cores_before": idle}
                 rows.append(row)
                 print(f"{fmt:>5} {row['kernel']:>12} n={n:4d}  {row['ms_per_product']:8.3f} ms  "
                       f"{row['gbs']:6.1f} GB/s  {row['gflops']:7.1f} GFLOP/s  x{row['ratio_to_n1']:.2f}", flush=True)

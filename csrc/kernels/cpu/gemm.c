@@ -67,7 +67,7 @@ SS_AVX2 __attribute__((always_inline)) static inline void pack_w_panel(float *ds
     ss_i4_row grp[NR];
     for (int r = 0; r < rows; r++) {
         row[r] = (const char *)p->w + (size_t)(j0 + r) * row_bytes;
-        if (wt == SS_I4) grp[r] = ss_i4_row_at(p->w, p->m, p->k, j0 + r);
+        grp[r] = wt == SS_I4 ? ss_i4_row_at(p->w, p->m, p->k, j0 + r) : (ss_i4_row){NULL, NULL};
     }
     const int whole = rows == NR ? (kc & ~(SS_I4_CHUNK - 1)) : 0;
     for (int half = 0; half < 2 && whole > 0; half++) {

@@ -22,6 +22,8 @@
  * the thread, so an n-token product is bitwise the stack of n one-token
  * products, and any row split gives the same results. */
 
+#define R_MAX (R_FEW > R_MANY ? R_FEW : R_MANY)
+
 /* Rows rows[0..R) x tokens [t0, t0 + T): each weight vector is loaded and
  * converted once and multiplied into T accumulators held in registers.
  * `prefetch`: also fetch the same columns of each row's next row (the next
@@ -31,15 +33,17 @@ TARGET __attribute__((always_inline)) static inline void NAME(tile)(const ss_pro
                                                                      const int T, const int prefetch) {
     const int k = p->k, whole = k & ~(SS_I4_CHUNK - 1);
     const size_t row_bytes = ss_row_bytes(wt, k), chunk_bytes = ss_row_bytes(wt, SS_I4_CHUNK);
-    const char *row[R_FEW > R_MANY ? R_FEW : R_MANY];
-    ss_i4_row grp[R_FEW > R_MANY ? R_FEW : R_MANY];
-    VEC acc[R_FEW > R_MANY ? R_FEW : R_MANY][6]; /* 6: the largest T all_tokens passes */
+    const char *row[R_MAX];
+    ss_i4_row grp[R_MAX];
+    VEC acc[R_MAX][6]; /* 6: the largest T all_tokens passes */
     for (int r = 0; r < R; r++) {
         row[r] = (const char *)p->w + (size_t)rows[r] * row_bytes;
-        if (wt == SS_I4) grp[r] = ss_i4_row_at(p->w, p->m, k, rows[r]);
+        grp[r] = wt == SS_I4 ? ss_i4_row_at(p->w, p->m, k, rows[r]) : (ss_i4_row){NULL, NULL};
         for (int t = 0; t < T; t++) acc[r][t] = vzero();
     }
     const float *x = p->x + (size_t)t0 * k;
+    GROUP g[R_MAX];
+    for (int r = 0; r < R; r++) g[r] = group_at(wt, grp[r], 0);
     for (int c = 0; c < whole; c += SS_I4_CHUNK) {
         if (prefetch) {
             const size_t at = row_bytes + ss_row_bytes(wt, c);
@@ -48,10 +52,10 @@ TARGET __attribute__((always_inline)) static inline void NAME(tile)(const ss_pro
                 if (chunk_bytes > 64) _mm_prefetch(row[r] + at + 64, _MM_HINT_T0);
             }
         }
-        GROUP g[R_FEW > R_MANY ? R_FEW : R_MANY];
-        for (int r = 0; r < R; r++) g[r] = group_at(wt, grp[r], c);
+        if (c > 0 && c % SS_I4_GROUP == 0) /* int4: the next group (two chunks each) */
+            for (int r = 0; r < R; r++) g[r] = group_at(wt, grp[r], c);
         for (int v = 0; v < SS_I4_CHUNK / VW; v++) {
-            VEC w[R_FEW > R_MANY ? R_FEW : R_MANY];
+            VEC w[R_MAX];
             for (int r = 0; r < R; r++) w[r] = weights(wt, row[r], c, v, g[r]);
             for (int t = 0; t < T; t++) {
                 const VEC xv = vload(x + (size_t)t * k + c + v * VW);
@@ -96,7 +100,7 @@ TARGET __attribute__((always_inline)) static inline void NAME(all_tokens)(const 
 TARGET __attribute__((always_inline)) static inline void NAME(rows)(const ss_product *p, const ss_dtype wt, int r0,
                                                                      int r1, const int R, const int TMAX) {
     const int q = (r1 - r0) / R;
-    int rows[R_FEW > R_MANY ? R_FEW : R_MANY];
+    int rows[R_MAX];
     for (int step = 0; step < q; step++) {
         for (int r = 0; r < R; r++) rows[r] = r0 + step + r * q;
         NAME(all_tokens)(p, wt, rows, R, TMAX, step + 1 < q);
@@ -111,3 +115,5 @@ TARGET __attribute__((always_inline)) static inline int NAME(gemv)(const ss_prod
     else NAME(rows)(p, wt, r0, r1, R_MANY, T_MANY);
     return 0;
 }
+
+#undef R_MAX
