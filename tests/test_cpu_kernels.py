@@ -397,10 +397,11 @@ def test_kernel_cap_from_the_environment(tmp_path, model_dirs):
 # ---------------------------------------------------------- quantized models
 
 #: Largest logit difference from the f32 model, relative to the largest
-#: logit (test models: random weights, d_model 48-64). int8: half a step of
-#: 1/127 of each row's range per weight; int4: half a step of 1/15 of each
-#: group's range (~9% RMS weight error), measured 0.03-0.06 on these models.
-QUANTIZED_TOLERANCE = {"int8": 3e-2, "int4": 0.15}
+#: logit (test models: random weights, d_model 32-64). int8: half a step of
+#: 1/127 of each row's range per weight, measured 0.007-0.010 on these
+#: models; int4: half a step of 1/15 of each group's range (~9% RMS weight
+#: error), measured 0.11-0.14.
+QUANTIZED_TOLERANCE = {"int8": 3e-2, "int4": 0.25}
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])

@@ -22,16 +22,16 @@
  * as multiplied (u = 2^-24), and an n-token product is bitwise the stack of
  * one-token products: a tile's columns (tokens) and rows never mix.
  *
- * Tiles: TMM0-3 hold C, TMM4-5 the A tiles, TMM6-7 the hi and lo B tiles.
- * A block is 32 rows (two A tiles) x one tile of up to 16 tokens, or x two
- * tiles of 16 (2 x 2 C tiles). bf16 A tiles load straight
- * from the row-major matrix (stride k * 2 bytes) when its rows are whole
- * cache lines; int4 and misaligned bf16 tiles are converted to bf16
- * a cache line of each row at a time into a small per-thread buffer; with
- * more than 32 tokens (the
- * block's tiles loaded once per 32 tokens) a block is converted once into
- * a buffer that stays in L2. The activations are packed into B tiles once per call, for
- * at most GROUP_TOKENS tokens at a time so that they stay in L2. */
+ * Blocks: up to 16 tokens, 32 rows (A tiles in TMM4-5, C in TMM0-1) x one
+ * token tile as wide as the batch (hi and lo B tiles in TMM6-7); beyond, 16
+ * rows (TMM4) x two 16-token tiles (C in TMM0-1, B in TMM3, 5, 6, 7).
+ * bf16 A tiles load straight from the row-major matrix (stride k * 2 bytes)
+ * when its rows are whole cache lines; int4 and misaligned bf16 tiles are
+ * converted to bf16, a cache line of each row at a time, into a small
+ * per-thread buffer, or, with more than 16 tokens (a block's tiles loaded
+ * once per 32 tokens), once per block into a buffer that stays in L2. The
+ * activations are packed into B tiles once per call, GROUP_BYTES at a time
+ * so that they stay in L2. */
 #include <stdlib.h>
 #include <string.h>
 
