@@ -50,6 +50,5 @@ const char *ss_level_name(int level);
 #endif
 
 static inline int ss_have_avx2(void) { return ss_simd_level() >= SS_SIMD_AVX2; }
-static inline int ss_have_avx512(void) { return ss_simd_level() >= SS_SIMD_AVX512; }
 
 #endif
