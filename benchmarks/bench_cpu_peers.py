@@ -246,12 +246,11 @@ def gemm_bench(shapes: list[str], n: int, threads: int, peak: float) -> list[dic
             x = rng.standard_normal((n, k), dtype=np.float32)
             w = rng.standard_normal((m, k), dtype=np.float32)
             out = np.empty((n, m), np.float32)
-            stored = {"f32": w, "bf16": (w.view(np.uint32) >> 16).astype(np.uint16), "int8": _core.quantize_i8(w)}
+            stored = {"f32": w, "bf16": (w.view(np.uint32) >> 16).astype(np.uint16), "int8": _core.pack(w, "int8")}
             row = {"shape": shape, "matrix": name, "m": m, "k": k, "n": n}
             for dt, wk in stored.items():
-                kd = "i8" if dt == "int8" else dt
-                _core.matmul(x, wk, kd, m, out=out)
-                best = min(_timed(lambda: _core.matmul(x, wk, kd, m, out=out)) for _ in range(3))
+                _core.matmul(x, wk, dt, m, out=out)
+                best = min(_timed(lambda: _core.matmul(x, wk, dt, m, out=out)) for _ in range(3))
                 row[f"specstream_{dt}_gflops"] = 2 * n * m * k / best / 1e9
             wt = np.ascontiguousarray(w.T)
             np.matmul(x, wt, out=out)

@@ -30,7 +30,7 @@ def decode_run(model: specstream.Model, prompt: np.ndarray, tokens: int) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="70m,160m,410m")
-    ap.add_argument("--dtypes", default="f32", help="comma-separated: f32, f16, bf16, int8")
+    ap.add_argument("--dtypes", default="f32", help="comma-separated: f32, f16, bf16, int8, int4")
     ap.add_argument("--tokens", type=int, default=32, help="decode steps per run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per model; the median is reported")
     ap.add_argument("--out", default="decode_cpu.json")
@@ -41,8 +41,8 @@ def main() -> None:
     prompt = np.arange(1, 17, dtype=np.int32)
     for dtype in args.dtypes.split(","):
         for shape in args.shapes.split(","):
-            # int8 is quantized at load from an f32 checkpoint; the others load their own dtype in place
-            model = specstream.load(random_model(shape, "f32" if dtype == "int8" else dtype), dtype=dtype)
+            # int8/int4 are quantized at load from an f32 checkpoint; the others load their own dtype in place
+            model = specstream.load(random_model(shape, "f32" if dtype in ("int8", "int4") else dtype), dtype=dtype)
             decode_run(model, prompt, 4)  # warm-up: page in the weights
             tpots = [decode_run(model, prompt, args.tokens) for _ in range(args.repeats)]
             tpot = statistics.median(tpots)

@@ -23,6 +23,13 @@ void *ss_alloc(size_t count, size_t size) {
     return calloc(count ? count : 1, size ? size : 1);
 }
 
+void *ss_alloc_aligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
 void ss_free(void *p) { free(p); }
 
 double ss_now(void) {

@@ -28,12 +28,11 @@ __all__ = ["load", "Model", "TokenStream", "normalize_dtype", "as_token_ids"]
 PathLike = Union[str, "os.PathLike[str]"]
 TokenIds = Union[Sequence[int], np.ndarray]
 
-_DTYPE_ALIASES = {
-    "f32": "f32", "float32": "f32", "fp32": "f32",
-    "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "int8": "int8", "i8": "int8",   # weight-only, per-row scales, quantized at load (CPU only)
-}
+#: The core's weight formats (csrc/kernels/cpu/formats.h): name -> its entry.
+WEIGHT_FORMATS = {f["name"]: f for f in _core.weight_formats()}
+#: Every accepted spelling (lower case) -> the core's name of the format.
+_DTYPE_ALIASES = {alias: f["name"] for f in WEIGHT_FORMATS.values()
+                  for alias in [f["name"], *filter(None, f["aliases"].split(","))]}
 _PREFILL_CHUNK = 256
 _MAX_CHUNK = 1 << 20          # the core's limit on tokens per forward call
 _WEIGHT_DTYPES = ("F32", "F16", "BF16")
@@ -42,7 +41,7 @@ _LAYER_NAME = re.compile(r"gpt_neox\.layers\.(\d+)\.")
 
 
 def normalize_dtype(dtype: str) -> str:
-    """Maps "float32"/"bfloat16"/"i8"/... to the core's "f32"/"bf16"/"f16"/"int8"."""
+    """Maps "float32"/"bfloat16"/"i8"/... to the core's "f32"/"bf16"/"f16"/"int8"/"int4"."""
     if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
         raise ValueError(f"dtype must be one of {sorted(set(_DTYPE_ALIASES))}, got {dtype!r}")
     return _DTYPE_ALIASES[dtype.lower()]
@@ -390,11 +389,12 @@ def load(model_id_or_path: PathLike, dtype: str = "f32", device: str = "cpu", *,
     loaded (for a repo id, its cache snapshot).
 
     ``dtype`` ("f32"|"float32", "bf16"|"bfloat16", "f16"|"float16",
-    "int8"|"i8") is how the weight matrices are stored and read while
-    decoding; norms and biases are f32. Stored tensors of that dtype are used
-    in place (memory-mapped, no copy); others are converted once. "int8" is
-    weight-only quantization at load (per output row, symmetric, f32 scales;
-    CPU only; the input embedding stays as stored). A ``tokenizer.json`` in the directory is
+    "int8"|"i8", "int4"|"i4") is how the weight matrices are stored and read
+    while decoding; norms and biases are f32. Stored tensors of that dtype are
+    used in place (memory-mapped, no copy); others are converted once. "int8"
+    and "int4" are weight-only quantization at load (int8: per output row,
+    symmetric, f32 scales; int4: groups of 64 weights of a row, bf16 scale and
+    zero point; CPU only; the input embedding stays as stored). A ``tokenizer.json`` in the directory is
     loaded as ``model.tokenizer``. ``device="cuda"`` uploads the weights to
     the GPU once (states and generators of the model then run there); it
     raises a RuntimeError saying why when this build or machine cannot.
@@ -438,12 +438,13 @@ _BORROWED_DTYPE = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
 def _release_copied(tensors: dict[str, np.ndarray], core_dtype: str) -> None:
     """Releases the file pages of every tensor the core copied. Per
     specstream.h the core borrows a matrix stored in the requested dtype
-    (and an int8 model's embed_in) and copies everything else, so after a
+    (and a quantized model's embed_in) and copies everything else, so after a
     conversion (e.g. int8 from an f32 file) the source pages need not stay
     resident: without this, peak RSS of an int8 410m model is ~4x its weights."""
+    quantized = WEIGHT_FORMATS[core_dtype]["scales"] != "none"
     for name, arr in tensors.items():
         borrowed = arr.ndim == 2 and (arr.dtype == _BORROWED_DTYPE.get(core_dtype)
-                                      or (core_dtype == "int8" and name == "gpt_neox.embed_in.weight"))
+                                      or (quantized and name == "gpt_neox.embed_in.weight"))
         if not borrowed:
             _st.release_pages(arr)
 

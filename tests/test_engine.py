@@ -100,4 +100,4 @@ def test_vocab_padding_rows_are_logits_too(tmp_path):
 
 
 def test_cpu_kernel_variant_reported():
-    assert specstream.cpu_kernels() in ("avx2+fma+f16c", "scalar")
+    assert specstream.cpu_kernels() in ("scalar", "avx2", "avx512", "amx")

@@ -336,7 +336,7 @@ def test_index_names_missing_shard(broken: Path) -> None:
         specstream.load(broken)
 
 
-@pytest.mark.parametrize("dtype", ["int4", "fp8", "F32 ", None, 32])
+@pytest.mark.parametrize("dtype", ["int3", "fp8", "F32 ", None, 32])
 def test_invalid_load_dtype(dirs: dict[str, Path], dtype: Any) -> None:
     with pytest.raises(ValueError, match="dtype must be one of"):
         specstream.load(dirs["target"], dtype=dtype)

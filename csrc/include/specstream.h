@@ -86,12 +86,14 @@ ss_status ss_config_check(ss_config_kind kind, const void *config, ss_error *err
 
 /* ------------------------------------------------------------------ models */
 
-/* Storage dtypes. SS_I8 is a weight-matrix storage only (ss_model_create's
- * weight_dtype): each matrix is quantized at load, symmetric per output row
- * (int8 values and one f32 scale per row); embed_in stays in the dtype it
- * was given (one row is read per token), norms and biases in f32. Input
- * tensors are f32, f16 or bf16. */
-typedef enum { SS_F32 = 0, SS_F16 = 1, SS_BF16 = 2, SS_I8 = 3 } ss_dtype;
+/* Storage dtypes. SS_I8 and SS_I4 are weight-matrix storage only
+ * (ss_model_create's weight_dtype): each matrix is quantized at load, int8
+ * symmetric per output row (one f32 scale per row), int4 per group of 64
+ * weights of a row (a bf16 scale and a zero point per group; layouts in
+ * kernels/cpu/formats.h); embed_in stays in the dtype it was given (one row
+ * is read per token), norms and biases in f32. Input tensors are f32, f16 or
+ * bf16. */
+typedef enum { SS_F32 = 0, SS_F16 = 1, SS_BF16 = 2, SS_I8 = 3, SS_I4 = 4 } ss_dtype;
 
 /* ---------------------------------------------------------- configurations
  *
@@ -478,7 +480,8 @@ const ss_state *ss_generator_target_state(const ss_generator *gen);
 
 /* ------------------------------------------------------------------ misc */
 
-/* "avx2+fma+f16c" or "scalar": the kernels chosen at run time. */
+/* The SIMD level of the kernels chosen at run time: "scalar", "avx2",
+ * "avx512" or "amx" (kernels/cpu/simd.h). */
 const char *ss_cpu_kernels(void);
 void ss_set_num_threads(int n);
 int ss_get_num_threads(void);

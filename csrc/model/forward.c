@@ -21,7 +21,7 @@
 #include "cache/kv_cache.h"
 #include "cache/policy.h"
 #include "common.h"
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/formats.h"
 #include "model/backend.h"
 #include "model/model.h"
 #include "model/state.h"
@@ -459,7 +459,7 @@ ss_status ss_cpu_run_batch(const ss_model *m, ss_state *s, const int32_t *tokens
     (void)err;
     const ss_model_config *c = &m->cfg;
     const int d = c->d_model;
-    const size_t es = ss_dtype_size(m->etype);
+    const size_t es = (size_t)ss_format_of(m->etype)->bits / 8; /* a checkpoint dtype */
     for (int i = 0; i < n; i++)
         ss_convert_to_f32(s->x + (size_t)i * d, (const char *)m->embed_in + (size_t)tokens[i] * d * es,
                           m->etype, (size_t)d);

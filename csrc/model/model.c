@@ -9,7 +9,7 @@
 
 #include "common.h"
 #include "config.h"
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/formats.h"
 
 static int track(ss_model *m, void *p) {
     if (!p) return 0;
@@ -30,7 +30,8 @@ static int track(ss_model *m, void *p) {
 static ss_status check_shape(const ss_tensor *t, int64_t rows, int64_t cols, const char *name,
                              ss_error *err) {
     if (!t->data) return ss_fail(err, SS_ERR_SHAPE, "tensor %s is missing", name);
-    if (t->dtype != SS_F32 && t->dtype != SS_F16 && t->dtype != SS_BF16)
+    const ss_format *f = ss_format_of(t->dtype);
+    if (!f || !f->checkpoint)
         return ss_fail(err, SS_ERR_SHAPE, "tensor %s has an unsupported dtype (%d)", name, (int)t->dtype);
     if (t->rows != rows || t->cols != cols)
         return ss_fail(err, SS_ERR_SHAPE, "tensor %s has shape [%lld, %lld], config implies [%lld, %lld]",
@@ -38,8 +39,8 @@ static ss_status check_shape(const ss_tensor *t, int64_t rows, int64_t cols, con
     return SS_OK;
 }
 
-/* A weight matrix in the storage dtype: borrowed when it already is, else a
- * converted copy owned by the model. */
+/* A weight matrix in the storage format: borrowed when it already is, else
+ * packed (converted or quantized) into memory owned by the model. */
 static ss_status take_matrix(ss_model *m, const ss_tensor *t, int64_t rows, int64_t cols,
                              const char *name, const void **out, ss_error *err) {
     ss_status st = check_shape(t, rows, cols, name, err);
@@ -48,28 +49,11 @@ static ss_status take_matrix(ss_model *m, const ss_tensor *t, int64_t rows, int6
         *out = t->data;
         return SS_OK;
     }
-    if (m->wtype == SS_I8) { /* quantized at load, per output row */
-        const size_t bytes = ss_matrix_bytes(SS_I8, rows, cols);
-        void *dst = ss_alloc(bytes, 1);
-        if (!track(m, dst) || ss_quantize_i8(dst, t->data, t->dtype, rows, cols) != 0)
-            return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes to quantize %s", bytes, name);
-        *out = dst;
-        return SS_OK;
-    }
-    const size_t n = (size_t)rows * (size_t)cols;
-    void *dst = ss_alloc(n, ss_dtype_size(m->wtype));
-    float *row = ss_alloc((size_t)cols, sizeof(float));
-    if (!track(m, dst) || !row) {
-        ss_free(row);
-        return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes to convert %s",
-                       n * ss_dtype_size(m->wtype), name);
-    }
-    const size_t in_row = (size_t)cols * ss_dtype_size(t->dtype), out_row = (size_t)cols * ss_dtype_size(m->wtype);
-    for (int64_t r = 0; r < rows; r++) {
-        ss_convert_to_f32(row, (const char *)t->data + (size_t)r * in_row, t->dtype, (size_t)cols);
-        ss_convert_from_f32((char *)dst + (size_t)r * out_row, row, m->wtype, (size_t)cols);
-    }
-    ss_free(row);
+    const ss_format *f = ss_format_of(m->wtype);
+    const size_t bytes = f->bytes(rows, cols);
+    void *dst = ss_alloc_aligned(bytes);
+    if (!track(m, dst) || f->pack(dst, t->data, t->dtype, rows, cols) != 0)
+        return ss_fail(err, SS_ERR_NO_MEMORY, "cannot allocate %zu bytes to store %s as %s", bytes, name, f->name);
     *out = dst;
     return SS_OK;
 }
@@ -159,7 +143,8 @@ static ss_status take_tensor(ss_model *m, const ss_weights *w, int i, int layer,
     void *slot = own_base + own_offsets[i];
     const int64_t rows = ss_dim_size(&m->cfg, t->rows), cols = ss_dim_size(&m->cfg, t->cols);
     if (t->cols == SS_DIM_ONE) return take_vector(m, given, rows, name, (float **)slot, err);
-    if (m->wtype == SS_I8 && t->offset == offsetof(ss_weights, embed_in) && !t->per_layer) {
+    if (ss_format_of(m->wtype)->scales != SS_SCALES_NONE && t->offset == offsetof(ss_weights, embed_in) &&
+        !t->per_layer) {
         /* embed_in stays as given: borrowed, one row is read per token */
         ss_status st = check_shape(given, rows, cols, name, err);
         if (st != SS_OK) return st;
@@ -175,7 +160,7 @@ ss_status ss_model_create(const ss_model_config *config, const ss_weights *w, ss
     *out = NULL;
     ss_status st = ss_config_check(SS_CONFIG_MODEL, config, err);
     if (st != SS_OK) return st;
-    if (weight_dtype != SS_F32 && weight_dtype != SS_F16 && weight_dtype != SS_BF16 && weight_dtype != SS_I8)
+    if (!ss_format_of(weight_dtype))
         return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unsupported weight dtype %d", (int)weight_dtype);
     if (!w || !w->layers) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "weights are missing");
     ss_model *m = calloc(1, sizeof *m);
@@ -211,8 +196,10 @@ ss_status ss_model_set_device(ss_model *m, int device, ss_error *err) {
         return SS_OK;
     }
     if (device != SS_DEVICE_CUDA) return ss_fail(err, SS_ERR_INVALID_ARGUMENT, "unknown device %d", device);
-    if (m->wtype == SS_I8)
-        return ss_fail(err, SS_ERR_UNSUPPORTED, "int8 weights run on the CPU only (load with f32, f16 or bf16 for CUDA)");
+    const ss_format *f = ss_format_of(m->wtype);
+    if (!f->cuda)
+        return ss_fail(err, SS_ERR_UNSUPPORTED, "%s weights run on the CPU only (load with f32, f16 or bf16 for CUDA)",
+                       f->name);
     if (ss_cuda_device_count() < 1)
         return ss_fail(err, SS_ERR_UNSUPPORTED, "no CUDA GPU is available (or this build has no CUDA backend)");
     ss_status st = ss_cuda_model_init(m, err);
@@ -237,10 +224,9 @@ const ss_model_config *ss_model_get_config(const ss_model *m) { return &m->cfg; 
 
 size_t ss_model_weight_bytes(const ss_model *m) {
     const size_t d = (size_t)m->cfg.d_model, ff = (size_t)m->cfg.d_ff, V = (size_t)m->cfg.vocab_rows;
-    const ss_dtype wt = m->wtype;
-    const size_t per_layer = ss_matrix_bytes(wt, 3 * d, d) + ss_matrix_bytes(wt, d, d) + ss_matrix_bytes(wt, ff, d) +
-                             ss_matrix_bytes(wt, d, ff) + (3 * d + 6 * d + ff) * sizeof(float);
+    size_t (*bytes)(int64_t, int64_t) = ss_format_of(m->wtype)->bytes;
+    const size_t per_layer = bytes(3 * d, d) + bytes(d, d) + bytes(ff, d) + bytes(d, ff) + (3 * d + 6 * d + ff) * sizeof(float);
     /* embed_out, one row of embed_in, the final norm */
-    return (size_t)m->cfg.n_layer * per_layer + ss_matrix_bytes(wt, V, d) + d * ss_dtype_size(m->etype) +
+    return (size_t)m->cfg.n_layer * per_layer + bytes(V, d) + d * (size_t)ss_format_of(m->etype)->bits / 8 +
            2 * d * sizeof(float);
 }

@@ -5,8 +5,8 @@
 #include "specstream.h"
 
 typedef struct {
-    /* stored as ss_model.wtype; SS_I8 matrices carry their per-row scales
-     * after the values (kernels/cpu/kernels.h, ss_i8_scales) */
+    /* stored as ss_model.wtype, quantized formats with their scales
+     * (layouts: kernels/cpu/formats.h) */
     const void *qkv_w, *out_w, *fc1_w, *fc2_w;
     float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
     float *qkv_b, *out_b, *fc1_b, *fc2_b;
@@ -18,9 +18,10 @@ struct ss_model {
     void *cuda;        /* device-side weights of the CUDA backend   */
     int head_dim;
     ss_dtype wtype;    /* storage of the weight matrices                  */
-    ss_dtype etype;    /* storage of embed_in: wtype, except for SS_I8
-                          models, where it keeps its given dtype (one row
-                          is read per token, so quantizing saves nothing) */
+    ss_dtype etype;    /* storage of embed_in: wtype, except for quantized
+                          formats (int8, int4), where it keeps its given
+                          dtype (one row is read per token, so quantizing
+                          saves nothing) */
     ss_layer *layers;
     const void *embed_in;  /* stored as etype */
     const void *embed_out; /* stored as wtype */

@@ -48,6 +48,10 @@ int ss_py_check_mapped(void);
  * the struct borrows (IDS fields) are appended to keep. py_config.c. */
 int ss_py_config_parse(ss_config_kind kind, PyObject *values, void *config, PyObject *keep);
 
+/* The weight format called `name` (or an alias); -1 with a ValueError
+ * listing the names otherwise. py_kernels.c. */
+int ss_py_format(const char *name, ss_dtype *out);
+
 /* Each binding file adds its types/functions to the module. */
 int ss_py_add_config(PyObject *module);
 int ss_py_add_model(PyObject *module);

@@ -1,6 +1,5 @@
 /* The extension module specstream._core: wires the binding files together. */
 #include "binding.h"
-#include "kernels/cpu/kernels.h"
 #ifdef SS_WITH_CUDA
 #include "kernels/cuda/cuda_api.h"
 #endif
@@ -113,23 +112,6 @@ static PyObject *get_num_threads(PyObject *self, PyObject *args) {
     return PyLong_FromLong(ss_get_num_threads());
 }
 
-static PyObject *read_bandwidth(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_ssize_t bytes;
-    int repeats;
-    if (!PyArg_ParseTuple(args, "ni", &bytes, &repeats)) return NULL;
-    if (bytes < (1 << 20) || repeats < 1) {
-        PyErr_SetString(PyExc_ValueError, "read_bandwidth needs bytes >= 1 MiB and repeats >= 1");
-        return NULL;
-    }
-    double gbs, checksum = 0.0;
-    Py_BEGIN_ALLOW_THREADS
-    gbs = ss_read_bandwidth((size_t)bytes, repeats, &checksum);
-    Py_END_ALLOW_THREADS
-    if (gbs <= 0.0) return PyErr_NoMemory();
-    return PyFloat_FromDouble(gbs);
-}
-
 static PyObject *cuda_available(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     return PyLong_FromLong(ss_cuda_available());
@@ -189,7 +171,6 @@ static PyObject *cuda_copy_bandwidth(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef module_methods[] = {
-    {"read_bandwidth", read_bandwidth, METH_VARARGS, "read_bandwidth(bytes, repeats) -> GB/s (best run)"},
     {"cpu_kernels", cpu_kernels, METH_NOARGS, "SIMD kernels picked at run time."},
     {"set_num_threads", set_num_threads, METH_O, "Set the number of OpenMP threads."},
     {"get_num_threads", get_num_threads, METH_NOARGS, "Number of OpenMP threads in use."},

@@ -10,18 +10,6 @@
 
 /* ------------------------------------------------------------ conversions */
 
-static int parse_dtype(const char *name, ss_dtype *out) {
-    if (!strcmp(name, "f32")) *out = SS_F32;
-    else if (!strcmp(name, "f16")) *out = SS_F16;
-    else if (!strcmp(name, "bf16")) *out = SS_BF16;
-    else if (!strcmp(name, "int8") || !strcmp(name, "i8")) *out = SS_I8;
-    else {
-        PyErr_Format(PyExc_ValueError, "unknown dtype '%s' (expected f32, f16, bf16 or int8)", name);
-        return -1;
-    }
-    return 0;
-}
-
 /* A cache config for a call over `needed` tokens: a full cache without a
  * capacity holds them all. */
 static int parse_cache(PyObject *values, int64_t needed, ss_cache_config *c, PyObject *keep) {
@@ -106,7 +94,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     ss_model_config c;
     ss_dtype dtype;
     PyObject *keep = PyList_New(0);
-    if (!keep || ss_py_config_parse(SS_CONFIG_MODEL, cfg_values, &c, keep) < 0 || parse_dtype(dtype_name, &dtype) < 0) {
+    if (!keep || ss_py_config_parse(SS_CONFIG_MODEL, cfg_values, &c, keep) < 0 || ss_py_format(dtype_name, &dtype) < 0) {
         Py_XDECREF(keep);
         return -1;
     }

@@ -144,10 +144,11 @@ def test_storage_dtypes_sharding_and_padded_draft(dirs: dict[str, Path], target:
     ref = target.forward(x)
     from specstream.model import _DTYPE_ALIASES
     for name in ("target_bf16", "target_f16"):
-        for dtype in sorted(set(_DTYPE_ALIASES.values())):  # int8: quantized at load
+        for dtype in sorted(set(_DTYPE_ALIASES.values())):  # int8, int4: quantized at load
             m = specstream.load(dirs[name], dtype=dtype)
             got = m.forward(x)
-            assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max(), (name, dtype)
+            tol = 0.25 if dtype == "int4" else 0.05  # int4: ~9% RMS weight error (measured 0.11-0.14)
+            assert np.abs(got - ref).max() < tol * np.abs(ref).max(), (name, dtype)
     padded = specstream.load(dirs["draft_padded"])
     out = target.generate(x, max_new_tokens=10, draft=padded, temperature=1.0, seed=4)
     assert (out.tokens < 97).all()
@@ -236,4 +237,4 @@ def test_runtime_knobs() -> None:
                 specstream.set_num_threads(bad)
     finally:
         specstream.set_num_threads(n)
-    assert specstream.cpu_kernels() in ("avx2+fma+f16c", "scalar")
+    assert specstream.cpu_kernels() in ("scalar", "avx2", "avx512", "amx")

@@ -1,5 +1,6 @@
-/* Blocked GEMM for prefill and verification batches: out[n][m] = x[n][k] .
- * w[m][k]^T (+ bias, + epilogue), weights in any storage dtype.
+/* Blocked GEMM for prefill batches (more than SS_WIDE_MAX tokens) on AVX2:
+ * out[n][m] = x[n][k] . w[m][k]^T (+ bias, + epilogue), weights in any
+ * format.
  *
  * The classic three-level blocking, with the weights in the role of the
  * packed "B" operand so that each weight element is converted to f32 exactly
@@ -16,35 +17,24 @@
  * The micro-kernel keeps a 6x16 tile of results in 12 ymm registers and per
  * k step does 2 loads of weights, 6 broadcasts of activations and 12 FMAs.
  *
- * Threads split the output columns (16-wide panels, contiguous ranges), so
- * every output value is computed by one thread, in an order fixed by the
- * blocking alone: results are bitwise identical for any thread count. */
-#include <omp.h>
+ * Arithmetic of an output: the weight is converted to f32 (int8: times its
+ * row scale, rounded; int4: exactly dequantized), then for each KC slice in
+ * order a chain of FMAs over the slice's columns, added to the output (which
+ * starts as the bias, or the residual plus the bias); then the activation.
+ * Every output value is computed by one kernel call on the rows (output
+ * columns) that contain it, in an order fixed by the blocking alone: results
+ * do not depend on how the rows are split between threads. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
-#include "kernels.h"
-#include "simd.h"
+#include "formats.h"
+#include "vec_weights.h"
 
 #if SS_X86
 
 enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 512 };
-
-/* Below this many multiply-adds one thread does the whole product. */
-#define GEMM_PARALLEL_MIN_MACS (1u << 18)
-
-/* Per-thread packing buffers, grown on demand and kept for later calls. */
-static float *pack_space(size_t floats) {
-    return ss_thread_scratch(SS_SCRATCH_GEMM_PACK, floats * sizeof(float));
-}
-
-
-static inline float load1_any(const void *w, size_t i, ss_dtype wt) {
-    float f;
-    ss_convert_to_f32(&f, (const char *)w + i * ss_dtype_size(wt), wt, 1);
-    return f;
-}
+_Static_assert(KC % SS_I4_CHUNK == 0, "slices start at whole chunks");
 
 /* Transposes 8 rows of 8 floats in place (row r becomes column r). */
 SS_AVX2 static inline void transpose8(__m256 *r) {
@@ -68,48 +58,47 @@ SS_AVX2 static inline void transpose8(__m256 *r) {
 
 /* Packs weight rows [j0, j0+16) x columns [p0, p0+kc) into dst[kc][16] as
  * f32 (int8 times its row scale); rows past m are zeros. */
-SS_AVX2 __attribute__((always_inline)) static inline void pack_w_panel(
-    float *dst, const void *w, ss_dtype wt, const float *scale, int k, int m, int j0, int p0, int kc) {
-    const int rows = m - j0 < NR ? m - j0 : NR;
-    const int kc8 = (rows == NR) ? (kc & ~7) : 0;
-    for (int half = 0; half < 2 && kc8 > 0; half++) {
-        const int jr = j0 + 8 * half;
+SS_AVX2 __attribute__((always_inline)) static inline void pack_w_panel(float *dst, const ss_product *p,
+                                                                        const ss_dtype wt, const float *scale,
+                                                                        int j0, int p0, int kc) {
+    const int rows = p->m - j0 < NR ? p->m - j0 : NR;
+    const size_t row_bytes = ss_row_bytes(wt, p->k);
+    const char *row[NR];
+    ss_i4_row grp[NR];
+    for (int r = 0; r < rows; r++) {
+        row[r] = (const char *)p->w + (size_t)(j0 + r) * row_bytes;
+        grp[r] = wt == SS_I4 ? ss_i4_row_at(p->w, p->m, p->k, j0 + r) : (ss_i4_row){NULL, NULL};
+    }
+    const int whole = rows == NR ? (kc & ~(SS_I4_CHUNK - 1)) : 0;
+    for (int half = 0; half < 2 && whole > 0; half++) {
+        const int r0 = 8 * half;
         __m256 sc[8];
-        for (int r = 0; r < 8; r++) sc[r] = _mm256_set1_ps(scale ? scale[jr + r] : 1.0f);
-        for (int c = 0; c < kc8; c += 8) {
-            __m256 v[8];
-            for (int r = 0; r < 8; r++) {
-                v[r] = ss_load8_f32(w, (size_t)(jr + r) * k + p0 + c, wt);
-                if (scale) v[r] = _mm256_mul_ps(v[r], sc[r]);
+        for (int r = 0; r < 8; r++) sc[r] = _mm256_set1_ps(scale ? scale[j0 + r0 + r] : 1.0f);
+        for (int c = 0; c < whole; c += SS_I4_CHUNK) {
+            ss_group8 g[8];
+            for (int r = 0; r < 8; r++) g[r] = ss_group8_at(wt, grp[r0 + r], p0 + c);
+            for (int v = 0; v < SS_I4_CHUNK / 8; v++) {
+                __m256 t[8];
+                for (int r = 0; r < 8; r++) {
+                    t[r] = ss_weights8(wt, row[r0 + r], p0 + c, v, g[r]);
+                    if (scale) t[r] = _mm256_mul_ps(t[r], sc[r]);
+                }
+                transpose8(t);
+                for (int q = 0; q < 8; q++) _mm256_store_ps(dst + (size_t)(c + 8 * v + q) * NR + r0, t[q]);
             }
-            transpose8(v);
-            for (int q = 0; q < 8; q++) _mm256_store_ps(dst + (size_t)(c + q) * NR + 8 * half, v[q]);
         }
     }
-    for (int c = kc8; c < kc; c++) {
+    for (int c = whole; c < kc; c++) {
         for (int r = 0; r < NR; r++) {
             float v = 0.0f;
             if (r < rows) {
-                v = load1_any(w, (size_t)(j0 + r) * k + p0 + c, wt);
+                v = ss_weight1(wt, row[r], grp[r], p0 + c);
                 if (scale) v *= scale[j0 + r];
             }
             dst[(size_t)c * NR + r] = v;
         }
     }
 }
-
-#define DEFINE_PACK_W(NAME, DT)                                                                     \
-    SS_AVX2 static void NAME(float *dst, const void *w, const float *scale, int k, int m, int j0,  \
-                             int p0, int kc) {                                                      \
-        pack_w_panel(dst, w, DT, scale, k, m, j0, p0, kc);                                          \
-    }
-DEFINE_PACK_W(pack_w_f32, SS_F32)
-DEFINE_PACK_W(pack_w_f16, SS_F16)
-DEFINE_PACK_W(pack_w_bf16, SS_BF16)
-DEFINE_PACK_W(pack_w_i8, SS_I8)
-#undef DEFINE_PACK_W
-
-typedef void (*pack_w_fn)(float *, const void *, const float *, int, int, int, int, int);
 
 /* Packs tokens [i0, i0+6) x columns [p0, p0+kc) into dst[kc][6]; tokens past
  * n are zeros. */
@@ -171,30 +160,20 @@ SS_AVX2 static void kernel_6x16(int kc, const float *a, const float *b, float *c
 
 /* Output columns [j0, j1) of every token: bias/residual before the
  * products, activation after. */
-static void gemm_columns(float *out, const float *x, int n, int k, const void *w, ss_dtype wt,
-                        const float *scale, int m, const float *bias, ss_epilogue epi, int j0, int j1) {
-    if (j0 >= j1) return;
-    const pack_w_fn pack_w = wt == SS_F32 ? pack_w_f32 : wt == SS_F16 ? pack_w_f16 : wt == SS_I8 ? pack_w_i8 : pack_w_bf16;
+SS_AVX2 __attribute__((always_inline)) static inline int gemm_columns(const ss_product *p, const ss_dtype wt,
+                                                                       int j0, int j1) {
+    if (j0 >= j1) return 0;
+    const int n = p->n, k = p->k, m = p->m;
+    const float *x = p->x, *bias = p->bias, *scale = wt == SS_I8 ? ss_i8_scales(p->w, m, k) : NULL;
+    float *out = p->out;
     const int kc_max = k < KC ? k : KC, mc_max = n < MC ? ((n + MR - 1) / MR) * MR : MC;
-    float *wp = pack_space((size_t)NC * kc_max + (size_t)mc_max * kc_max);
-    if (!wp) { /* no scratch memory: plain dot products (slow, but this thread's columns only) */
-        for (int j = j0; j < j1; j++) {
-            for (int i = 0; i < n; i++) {
-                float acc = 0.0f;
-                for (int c = 0; c < k; c++) acc += load1_any(w, (size_t)j * k + c, wt) * x[(size_t)i * k + c];
-                float v = (scale ? acc * scale[j] : acc) + (bias ? bias[j] : 0.0f);
-                float *o = out + (size_t)i * m + j;
-                if (epi == SS_EPI_ADD) *o += v;
-                else *o = epi == SS_EPI_NONE ? v : ss_gelu_one(v, epi == SS_EPI_GELU_TANH);
-            }
-        }
-        return;
-    }
+    float *wp = ss_thread_scratch(SS_SCRATCH_GEMM_PACK, ((size_t)NC * kc_max + (size_t)mc_max * kc_max) * sizeof(float));
+    if (!wp) return -1;
     float *xp = wp + (size_t)NC * kc_max;
     /* start values: bias (and the residual already in out for SS_EPI_ADD) */
     for (int i = 0; i < n; i++) {
         float *o = out + (size_t)i * m;
-        if (epi == SS_EPI_ADD) {
+        if (p->epi == SS_EPI_ADD) {
             if (bias)
                 for (int j = j0; j < j1; j++) o[j] += bias[j];
         } else if (bias) {
@@ -207,7 +186,7 @@ static void gemm_columns(float *out, const float *x, int n, int k, const void *w
         const int nc = j1 - jc < NC ? j1 - jc : NC;
         for (int pc = 0; pc < k; pc += KC) {
             const int kc = k - pc < KC ? k - pc : KC;
-            for (int jr = 0; jr < nc; jr += NR) pack_w(wp + (size_t)jr * kc, w, scale, k, jc + nc, jc + jr, pc, kc);
+            for (int jr = 0; jr < nc; jr += NR) pack_w_panel(wp + (size_t)jr * kc, p, wt, scale, jc + jr, pc, kc);
             for (int ic = 0; ic < n; ic += MC) {
                 const int mc = n - ic < MC ? n - ic : MC;
                 for (int ir = 0; ir < mc; ir += MR) pack_x_panel(xp + (size_t)ir * kc, x, k, ic + mc, ic + ir, pc, kc);
@@ -222,31 +201,32 @@ static void gemm_columns(float *out, const float *x, int n, int k, const void *w
             }
         }
     }
-    if (epi == SS_EPI_GELU || epi == SS_EPI_GELU_TANH) {
+    if (p->epi == SS_EPI_GELU || p->epi == SS_EPI_GELU_TANH) {
         for (int i = 0; i < n; i++) {
             float *o = out + (size_t)i * m;
-            for (int j = j0; j < j1; j++) o[j] = ss_gelu_one(o[j], epi == SS_EPI_GELU_TANH);
+            for (int j = j0; j < j1; j++) o[j] = ss_gelu_one(o[j], p->epi == SS_EPI_GELU_TANH);
         }
     }
+    return 0;
 }
 
-void ss_gemm_avx2(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
-                  const float *bias, ss_epilogue epi) {
-    const float *scale = wt == SS_I8 ? ss_i8_scales(w, m, k) : NULL;
-    const int panels = (m + NR - 1) / NR;
-    const int par = (size_t)m * (size_t)k * (size_t)n >= GEMM_PARALLEL_MIN_MACS;
-#pragma omp parallel if (par)
-    {
-        const int nth = omp_get_num_threads(), id = omp_get_thread_num();
-        const int p0 = (int)((int64_t)panels * id / nth), p1 = (int)((int64_t)panels * (id + 1) / nth);
-        const int j0 = p0 * NR, j1 = p1 * NR < m ? p1 * NR : m;
-        gemm_columns(out, x, n, k, w, wt, scale, m, bias, epi, j0, j1);
+#define INSTANCE(DT, SUFFIX)                                                             \
+    SS_AVX2 static int gemm_avx2_##SUFFIX(const ss_product *p, int r0, int r1) {         \
+        return gemm_columns(p, DT, r0, r1);                                              \
     }
-}
+INSTANCE(SS_F32, f32)
+INSTANCE(SS_F16, f16)
+INSTANCE(SS_BF16, bf16)
+INSTANCE(SS_I8, i8)
+INSTANCE(SS_I4, i4)
+#undef INSTANCE
 
-#else
-void ss_gemm_avx2(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
-                  const float *bias, ss_epilogue epi) {
-    (void)out; (void)x; (void)n; (void)k; (void)w; (void)wt; (void)m; (void)bias; (void)epi;
-}
-#endif
+const ss_kernel ss_gemm_avx2[SS_DTYPES] = {
+    [SS_F32] = {"avx2-gemm", SS_SIMD_AVX2, NR, gemm_avx2_f32},
+    [SS_F16] = {"avx2-gemm", SS_SIMD_AVX2, NR, gemm_avx2_f16},
+    [SS_BF16] = {"avx2-gemm", SS_SIMD_AVX2, NR, gemm_avx2_bf16},
+    [SS_I8] = {"avx2-gemm", SS_SIMD_AVX2, NR, gemm_avx2_i8},
+    [SS_I4] = {"avx2-gemm", SS_SIMD_AVX2, NR, gemm_avx2_i4},
+};
+
+#endif /* SS_X86 */

@@ -1,13 +1,8 @@
 /* CPU kernels: the arithmetic of one forward pass. Each entry point picks
- * its SIMD variant at run time (AVX2+FMA+F16C where the CPU has it, AVX-512
- * BF16 for bf16 matrix-vector products where the CPU has that, portable C
- * elsewhere; see simd.h), so one build serves every x86-64 machine. Weights
- * may be stored as f32, f16, bf16 or int8 with per-row scales; activations
- * are always f32.
- *
- * Layout of an SS_I8 matrix [rows][cols]: rows*cols int8 values, row-major,
- * then at the next 64-byte boundary `rows` f32 scales; row r stands for
- * q[r][c] * scale[r]. ss_matrix_bytes gives the size of the whole block. */
+ * its SIMD kernel at run time (simd.h: scalar, avx2, avx512, amx), so one
+ * build serves every x86-64 machine. Weights may be stored in any format of
+ * formats.h (f32, f16, bf16, int8 with per-row scales, int4 with per-group
+ * scales and zero points); activations are always f32. */
 #ifndef SS_KERNELS_H
 #define SS_KERNELS_H
 
@@ -16,46 +11,55 @@
 
 #include "specstream.h"
 
-/* Bytes per stored element (inline: kernels specialised per dtype fold it). */
-static inline size_t ss_dtype_size(ss_dtype dtype) { return dtype == SS_F32 ? 4 : dtype == SS_I8 ? 1 : 2; }
-/* Bytes of a [rows][cols] weight matrix stored as dtype (scales included). */
-size_t ss_matrix_bytes(ss_dtype dtype, int64_t rows, int64_t cols);
-/* The per-row scales of an SS_I8 matrix. */
-const float *ss_i8_scales(const void *w, int64_t rows, int64_t cols);
-/* Quantizes a [rows][cols] matrix of f32/f16/bf16 values into the SS_I8
- * layout at dst (ss_matrix_bytes(SS_I8, rows, cols) bytes): symmetric, per
- * row, scale = max|w| / 127, q = round(w / scale). Threads split the rows.
- * Returns 0, or -1 when scratch memory cannot be allocated. */
-int ss_quantize_i8(void *dst, const void *src, ss_dtype src_dtype, int64_t rows, int64_t cols);
-
-/* Converts n values of any supported dtype to f32. */
+/* Converts n values of a float dtype (f32, f16, bf16) to f32, exactly. */
 void ss_convert_to_f32(float *dst, const void *src, ss_dtype dtype, size_t n);
-/* Converts n f32 values to dtype (round to nearest even for f16/bf16). */
+/* Converts n f32 values to a float dtype (round to nearest even). */
 void ss_convert_from_f32(void *dst, const float *src, ss_dtype dtype, size_t n);
+
+/* Products of up to this many tokens (decode, speculative verification)
+ * run one kernel whatever their size, so that each token's results are
+ * bitwise those of a 1-token product; larger ones (prefill) may run a GEMM. */
+#define SS_WIDE_MAX 96
 
 /* out[i][j] = sum_c x[i][c] * w[j][c] + bias[j] for i < n, j < m.
  *
- * Arithmetic per SIMD level (simd.h); the tests derive their tolerances from
- * it (tests/kernel_arithmetic.py models each level in NumPy):
- *  - scalar, avx2 (gemv and gemm paths), any weight dtype: weights are
- *    converted exactly to f32 (int8: the integer; its row scale multiplies
- *    the finished sum), activations are f32, every product and sum is an f32
- *    FMA or add. Each output is a sum of k products plus the bias and scale,
- *    so |error| <= (k + 8) u sum_c |x_c w_c|, u = 2^-24.
- *  - avx512bf16, bf16 weights, batches below SS_GEMM_MIN_TOKENS: each
- *    activation is split as x = hi + lo, both bf16 rounded to nearest even,
- *    and VDPBF16PS forms the products with hi and with lo (exact in f32) and
- *    sums them in f32. What the split drops, x - hi - lo, is at most
- *    2^-16 |x| (two roundings to 8 significant bits), so |error| <=
- *    (2^-16 + (k + 8) u) sum_c |x_c w_c| (subnormals flush to zero).
+ * w is row-major [m][k] in format wt (a PyTorch Linear weight); bias may be
+ * NULL. Each weight row is read from memory once per call however large n
+ * is (up to SS_WIDE_MAX tokens: in one pass; beyond, once per block of
+ * tokens).
  *
- * w is row-major [m][k] in dtype wt (a PyTorch Linear weight); bias may be
- * NULL. Threads split the m output rows and every output is computed by one
- * thread, so results do not depend on the thread count. Each weight row is
- * read from memory once per call however large n is: small batches (decode,
- * short verification) stream the weights through dot-product kernels; from
- * SS_GEMM_MIN_TOKENS tokens on, a blocked GEMM converts each weight panel to
- * f32 once and runs a register-blocked outer-product kernel. */
+ * Arithmetic per kernel; the tests derive their tolerances from it
+ * (tests/kernel_arithmetic.py models each kernel in NumPy). "The weights"
+ * are the values the stored format stands for (formats.h: f16/bf16 exactly,
+ * int8 q * s, int4 (q - z) * s); u = 2^-24.
+ *  - scalar (portable C, every format): each weight dequantized to f32
+ *    (int8: q * s rounded to f32; the others exactly), then one f32 multiply
+ *    and one f32 add per weight, in column order, then + bias.
+ *  - avx2-gemv, avx512-gemv (up to SS_WIDE_MAX tokens): weights converted
+ *    exactly to f32 (int8: the integer q, its row scale multiplying the
+ *    finished sum); f32 FMAs into one 8- or 16-lane accumulator per output,
+ *    a fixed-order sum of the lanes, the columns past the last multiple of
+ *    32 added one by one (gemv_tile.h); then scale, + bias.
+ *  - avx2-gemm (more than SS_WIDE_MAX tokens; avx2 and avx512 levels):
+ *    weights converted to f32 (int8: q * s rounded), f32 FMA chains over
+ *    256-column slices added to the output in order (gemm.c).
+ *    For all of these activations are f32 as given, and
+ *    |error| <= (k + 8) u sum_c |x_c w_c|.
+ *  - amx, bf16 and int4 (every batch size): each activation split as
+ *    x = hi + lo (bf16, round to nearest even), dropping at most 2^-16 |x|;
+ *    weights multiplied as bf16: bf16 exactly, int4 as (q - z) * s rounded
+ *    to bf16 (at most 2^-8 |w| off); exact products of hi and of lo summed
+ *    in f32 (2k terms), denormals flushed (amx.c). Against the weights as
+ *    multiplied, |error| <= (2^-16 + (2k + 8) u) sum_c |x_c w_c|.
+ *  - amx, int8 (every batch size): each token's activations in fixed point,
+ *    v = round(x 2^F) with |v| <= 2^20, so |x - v 2^-F| <= 2^-20 max|x|
+ *    over the token; products of int8 digits of v and q summed exactly in
+ *    int32, scaled in double, rounded once to f32 (amx_int8.c):
+ *    |error| <= 2^-20 max_c |x_c| sum_c |w_c| + 3u |result|.
+ *
+ * For a given kernel every output's operations are fixed by x, w and bias
+ * alone: not by n (up to SS_WIDE_MAX), by the other rows or tokens, or by
+ * the thread count. */
 void ss_matmul(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                const float *bias);
 
@@ -68,25 +72,31 @@ typedef enum {
 } ss_epilogue;
 
 /* ss_matmul with a fused epilogue: the threads that compute a row apply it,
- * saving a pass over the output (and a fork/join) per matrix. */
+ * saving a pass over the output (and a fork/join) per matrix. Opens its own
+ * parallel region (when the product is large enough to share). */
 void ss_matmul_ex(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                   const float *bias, ss_epilogue epi);
 
-/* ss_matmul_ex at a given SIMD level (simd.h), capped at what the CPU has:
- * tests run every level the machine offers in one process. */
+/* The output rows of part `part` of `parts` (0 <= part < parts) of
+ * ss_matmul_ex: contiguous row ranges aligned to the kernel's row tile,
+ * together every row once. For callers already inside a parallel region
+ * (one region per forward pass): thread t calls it with part t of the team
+ * size; it opens no region of its own. Results are bitwise those of
+ * ss_matmul_ex for any `parts`. */
+void ss_matmul_part(int part, int parts, float *out, const float *x, int n, int k, const void *w, ss_dtype wt,
+                    int m, const float *bias, ss_epilogue epi);
+
+/* ss_matmul_ex and ss_matmul_part with the kernel of a given SIMD level
+ * (simd.h) where the format has one, else the one dispatch prefers below
+ * it; capped at what the CPU has. Tests run every level the machine offers
+ * in one process. */
 void ss_matmul_at(int level, float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
                   const float *bias, ss_epilogue epi);
+void ss_matmul_part_at(int level, int part, int parts, float *out, const float *x, int n, int k, const void *w,
+                       ss_dtype wt, int m, const float *bias, ss_epilogue epi);
 
-/* Batches from this many tokens on take the GEMM path. */
-#define SS_GEMM_MIN_TOKENS 12
-
-/* The blocked GEMM itself (AVX2 machines; called by ss_matmul_ex). */
-void ss_gemm_avx2(float *out, const float *x, int n, int k, const void *w, ss_dtype wt, int m,
-                  const float *bias, ss_epilogue epi);
-
-/* Which kernels the matrix products use for dtype at this batch size, e.g.
- * "gemv-avx2", "gemm-avx2", "gemv-avx512bf16", "scalar" (for tests and
- * benchmark reports). */
+/* Name of the kernel that runs a batch of n tokens of dtype: "avx2-gemv",
+ * "avx512-gemv", "avx2-gemm", "amx", "scalar" (tests, benchmark reports). */
 const char *ss_matmul_path(ss_dtype dtype, int n);
 const char *ss_matmul_path_at(int level, ss_dtype dtype, int n);
 
@@ -145,17 +155,25 @@ int ss_attention_probs(const ss_kv_run *runs, int n_runs, int head_dim, float sc
 /* out[head_dim] = sum_j probs[j] v_j over the runs' values in order. */
 void ss_attention_values(float *out, const float *probs, const ss_kv_run *runs, int n_runs, int head_dim);
 
-/* Best-of-`repeats` read bandwidth in GB/s over a buffer of `bytes`, all
- * threads streaming disjoint parts (0 on allocation failure). */
+/* Best-of-`repeats` read bandwidth in GB/s over a buffer of `bytes` (use
+ * far more than the last-level cache), every thread streaming its own part
+ * with several independent vector accumulators at the best level (AVX-512
+ * where present, else AVX2, else C): what decode is measured against. 0 on
+ * allocation failure. */
 double ss_read_bandwidth(size_t bytes, int repeats, double *checksum);
+/* The same with the loads of a given level (avx2: the probe of earlier
+ * versions, 4 ymm accumulators). */
+double ss_read_bandwidth_at(int level, size_t bytes, int repeats, double *checksum);
 
 /* Best-of-`repeats` f32 FMA throughput in GFLOP/s (2 flops per lane per
  * FMA), all threads running independent register-resident FMA chains for
  * about `seconds` in all: the compute roofline that prefill is measured
- * against. */
+ * against. ss_peak_gflops runs 8-lane AVX2 FMAs (the arithmetic of the
+ * GEMM); ss_peak_gflops_at those of a level (avx512: 16 lanes). */
 double ss_peak_gflops(double seconds, int repeats);
+double ss_peak_gflops_at(int level, double seconds, int repeats);
 
-/* Name of the SIMD variant in use. */
+/* Name of the SIMD level in use ("scalar", "avx2", "avx512", "amx"). */
 const char *ss_kernel_variant(void);
 
 #endif

@@ -20,6 +20,14 @@ void ss_layernorm(float *y, const float *x, const float *weight, const float *bi
     for (int i = 0; i < d; i++) y[i] = (x[i] - m) * inv * weight[i] + bias[i];
 }
 
+float ss_gelu_one(float v, int tanh_approx) {
+    if (tanh_approx) {
+        const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+        return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+    }
+    return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+}
+
 void ss_gelu(float *x, size_t n, int tanh_approx) {
     if (tanh_approx) {
         const float c = 0.7978845608028654f; /* sqrt(2/pi) */
